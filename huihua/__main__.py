@@ -1,0 +1,5 @@
+import sys
+
+from huihua.cli import main
+
+sys.exit(main())

@@ -1,0 +1,20 @@
+"""Files shipped inside the package: the embedded default model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from huihua.errors import CheckpointError
+
+DEFAULT_MODEL_NAME = "huihua-default.safetensors"
+
+
+def default_model_path() -> Path:
+    """Path of the embedded default model; a clear error if this install does not ship it."""
+    path = Path(__file__).with_name(DEFAULT_MODEL_NAME)
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path}: the embedded default model is not in this install; pass --model FILE "
+            "(or build it with 'huihua train-default')"
+        )
+    return path

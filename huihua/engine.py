@@ -1,0 +1,157 @@
+"""The Engine: one loaded checkpoint with its networks, tokenizer and sampling schedule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from huihua.checkpoints.loader import load_checkpoint
+from huihua.checkpoints.specs import ModelSpec
+from huihua.runtime.devices import resolve_device, resolve_dtype
+from huihua.runtime.memory import release_memory
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from huihua.checkpoints.tokenizer import CLIPTokenizer
+    from huihua.diffusion.parametrization import ModelSampling
+
+
+@dataclass(frozen=True)
+class PromptEmbedding:
+    """Text conditioning: ``context`` (B, T, D) for cross-attention, ``pooled`` (B, P) or None."""
+
+    context: torch.Tensor
+    pooled: torch.Tensor | None
+
+    def __iter__(self):  # allows ``context, pooled = engine.encode_prompt(...)``
+        return iter((self.context, self.pooled))
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """Images of one generation call with the seeds and infotexts that reproduce them."""
+
+    images: list[Image.Image]
+    seeds: list[int]
+    infotexts: list[str]
+    parameters: Any = None
+
+
+class Engine:
+    """A loaded Stable Diffusion model. Create it with :func:`huihua.load`."""
+
+    def __init__(
+        self,
+        *,
+        spec: ModelSpec,
+        unet: torch.nn.Module,
+        vae: torch.nn.Module,
+        text_encoders: tuple[torch.nn.Module, ...],
+        device: torch.device,
+        dtype: torch.dtype,
+        path: Path,
+        vae_path: Path | None = None,
+    ) -> None:
+        self.spec = spec
+        self.unet = unet
+        self.vae = vae
+        self.text_encoders = text_encoders
+        self.device = device
+        self.dtype = dtype
+        self.path = path
+        self.vae_path = vae_path
+        self._hashes: dict[Path, str] = {}
+
+    @cached_property
+    def tokenizer(self) -> CLIPTokenizer:
+        """The CLIP BPE tokenizer (the vendored vocabulary, shared by every CLIP tower)."""
+        from huihua.checkpoints.tokenizer import CLIPTokenizer
+
+        return CLIPTokenizer.default()
+
+    @cached_property
+    def model_sampling(self) -> ModelSampling:
+        """The model's discrete training schedule with its eps/v parametrization."""
+        from huihua.diffusion.parametrization import ModelSampling
+
+        return ModelSampling.for_sd(self.spec.prediction)
+
+    @property
+    def name(self) -> str:
+        """The model's name as A1111 shows it: the file name without extension."""
+        return self.path.stem if self.path.is_file() else self.path.name
+
+    def file_hash(self, path: Path | None = None) -> str:
+        """A1111 short hash (first 10 hex digits of sha256) of the model file (or ``path``); cached."""
+        from huihua.checkpoints.io import short_hash
+
+        p = path or self.path
+        if p not in self._hashes:
+            self._hashes[p] = short_hash(p) if p.is_file() else ""
+        return self._hashes[p]
+
+    @torch.inference_mode()
+    def encode_tokens(self, tokens: list[list[int]], clip_skip: int = 1) -> PromptEmbedding:
+        """Run every text tower on one 77-token window per tower and join them as the UNet expects.
+
+        ``tokens[i]`` is the window for tower i (already padded with that tower's pad token).
+        """
+        hidden, pooled = [], None
+        for i, (use, encoder) in enumerate(zip(self.spec.text_encoders, self.text_encoders)):
+            ids = torch.tensor([tokens[i]], dtype=torch.long, device=self.device)
+            layer, norm = use.layer, use.final_norm
+            if self.spec.family == "sd1" and clip_skip > 1:  # A1111 ignores clip skip for SD2/SDXL
+                layer, norm = -clip_skip, True
+            out = encoder(ids, layer=layer, final_norm=norm)
+            hidden.append(out.hidden)
+            if use.pooled:
+                pooled = out.pooled
+        return PromptEmbedding(torch.cat(hidden, dim=-1), pooled)
+
+    def encode_prompt(self, prompt: str, clip_skip: int = 1) -> PromptEmbedding:
+        """Encode a prompt with A1111's prompt language: context (1, 77·chunks, D) and pooled (1, P) or None."""
+        from huihua.prompts.encode import encode_prompt
+
+        return encode_prompt(self, prompt, clip_skip=clip_skip)
+
+    def generate(self, **kwargs: Any) -> GenerationResult:
+        """Text-to-image (and the other pipelines via their parameters); see ``GenerationParams``."""
+        from huihua.pipelines.generate import generate
+
+        return generate(self, **kwargs)
+
+    def unload(self) -> None:
+        """Drop the networks and give their memory back to the operating system."""
+        self.unet = self.vae = None  # type: ignore[assignment]
+        self.text_encoders = ()
+        self.__dict__.pop("model_sampling", None)
+        release_memory()
+
+
+def load(
+    path: str | Path,
+    *,
+    vae: str | Path | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    prediction: str | None = None,
+) -> Engine:
+    """Load a single-file checkpoint (.safetensors/.ckpt) or a diffusers folder into an :class:`Engine`."""
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    loaded = load_checkpoint(path, vae=vae, device=dev, dtype=dt, prediction=prediction)
+    return Engine(
+        spec=loaded.spec,
+        unet=loaded.unet,
+        vae=loaded.vae,
+        text_encoders=loaded.text_encoders,
+        device=dev,
+        dtype=dt,
+        path=Path(path),
+        vae_path=Path(vae) if vae else None,
+    )
