@@ -30,6 +30,15 @@ from tests.tiny_models import (
 KINDS = ("sd1", "sd2", "sdxl", "inpaint")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, above all on a shared, busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def assert_close(ours: torch.Tensor, ref: torch.Tensor) -> None:
     assert ours.shape == ref.shape
     tol = 1e-4 * max(1.0, ref.abs().max().item())

@@ -175,7 +175,8 @@ class CLIPTextEncoder(nn.Module):
         if tokens.dim() != 2 or tokens.dtype not in (torch.int64, torch.int32):
             raise ParameterError(f"tokens: need integer ids of shape (B, T), got {tuple(tokens.shape)} {tokens.dtype}")
         if tokens.shape[1] > self.config.max_positions:
-            raise ParameterError(f"tokens: {tokens.shape[1]} positions exceed the {self.config.max_positions} of the model")
+            limit = self.config.max_positions
+            raise ParameterError(f"tokens: {tokens.shape[1]} positions exceed the model's {limit}")
         return n + layer + 1
 
     def forward(

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from huihua.errors import ParameterError
-from huihua.synth.scene import COLOURS, LARGE_THRESHOLD, PALETTE
+from huihua.synth.render import shape_coverage
+from huihua.synth.scene import COLOURS, LARGE_THRESHOLD, PALETTE, SHAPES, shape_area
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,10 @@ class DetectorParams:
     """Tolerances of the detector; the defaults are validated on ground-truth renders."""
 
     colour_tolerance: float = 48.0   # RGB distance a pixel may sit from its explaining blend
+    pure_tolerance: float = 30.0     # a pixel this close to a palette colour is that colour
     border_agreement: float = 0.5    # share of border pixels the background colour must take
     min_area: float = 0.003          # smallest object, as a fraction of the canvas area
-    min_aspect: float = 0.6          # bounding-box width / height outside these is no shape
-    max_aspect: float = 1.7
+    max_fit_error: float = 0.45     # a worse template fit than this is no known shape
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Detection:
     width: float
     height: float
     area: float  # fraction of the canvas area
+    fit_error: float  # template mismatch of the best shape (0 = perfect)
 
 
 @dataclass(frozen=True)
@@ -72,20 +74,35 @@ def _background(pixels: np.ndarray, palette: np.ndarray, params: DetectorParams)
     return best if votes[best] >= params.border_agreement * len(border) else None
 
 
-def _segment(pixels: np.ndarray, palette: np.ndarray, bg: int, tolerance: float) -> np.ndarray:
-    """Per-pixel colour index of the object covering it, -1 for background or unexplained."""
+def _segment(pixels: np.ndarray, palette: np.ndarray, bg: int,
+             params: DetectorParams) -> tuple[np.ndarray, np.ndarray]:
+    """(hard colour index per pixel, -1 for background/unexplained; alpha per palette colour).
+
+    ``alpha[..., k]`` is the coverage of colour ``k`` when the pixel is read as a blend of it over
+    the background (0 where that reading misses by more than the tolerance). A pixel close to a
+    pure palette colour takes it outright, so that a flat orange area on red never reads as a
+    half-covered yellow; other pixels take the best blend with coverage >= 0.5.
+    """
     base = palette[bg]
-    others = np.array([k for k in range(len(palette)) if k != bg])
-    directions = palette[others] - base                              # (K, 3)
+    directions = palette - base                                      # (8, 3), zero for bg
+    lengths = np.maximum(np.sum(directions ** 2, axis=1), 1.0)       # (8,)
     offset = pixels - base                                           # (H, W, 3)
-    alpha = np.einsum("hwc,kc->hwk", offset, directions) / np.sum(directions ** 2, axis=1)
-    alpha = np.clip(alpha, 0.0, 1.0)
-    residual = np.linalg.norm(offset[:, :, None, :] - alpha[..., None] * directions, axis=-1)
+    dots = offset @ directions.T                                     # (H, W, 8)
+    alpha = np.clip(dots / lengths, 0.0, 1.0)
+    alpha[..., bg] = 0.0
+    # |offset - alpha d|^2 = |offset|^2 - 2 alpha (offset . d) + alpha^2 |d|^2
+    residual = np.sum(offset ** 2, axis=-1)[..., None] - alpha * (2.0 * dots - alpha * lengths)
+    alpha = np.where(residual <= params.colour_tolerance ** 2, alpha, 0.0)
     best = np.argmin(residual, axis=-1)
-    best_residual = np.take_along_axis(residual, best[..., None], axis=-1)[..., 0]
     best_alpha = np.take_along_axis(alpha, best[..., None], axis=-1)[..., 0]
-    labels = others[best]
-    return np.where((best_residual <= tolerance) & (best_alpha >= 0.5), labels, -1)
+    hard = np.where(best_alpha >= 0.5, best, -1)
+    pure_dist = (np.sum(pixels ** 2, axis=-1)[..., None] - 2.0 * (pixels @ palette.T)
+                 + np.sum(palette ** 2, axis=1))                     # (H, W, 8)
+    nearest = np.argmin(pure_dist, axis=-1)
+    is_pure = np.take_along_axis(pure_dist, nearest[..., None], axis=-1)[..., 0] <= (
+        params.pure_tolerance ** 2)
+    hard = np.where(is_pure, np.where(nearest == bg, -1, nearest), hard)
+    return hard, alpha
 
 
 def connected_components(classes: np.ndarray) -> np.ndarray:
@@ -110,29 +127,38 @@ def connected_components(classes: np.ndarray) -> np.ndarray:
         labels = new
 
 
-def classify_shape(mask: np.ndarray, params: DetectorParams = DetectorParams()) -> str | None:
-    """Shape name of a filled object's boolean mask (cropped to its bounding box), or None."""
-    h, w = mask.shape
-    area = float(mask.sum())
-    aspect = w / h
-    if area == 0 or not params.min_aspect <= aspect <= params.max_aspect:
-        return None
-    ys, xs = np.nonzero(mask)
-    fill = area / (w * h)
-    offset = ((ys.mean() + 0.5) - h / 2.0) / h  # centroid below the box centre, per box height
-    reach = math.sqrt(float(np.max((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2))) + 0.5
-    spread = reach / math.sqrt(area)
-    if fill >= 0.88:
-        return "square"
-    if fill >= 0.68:
-        return "circle" if spread < 0.66 else None
-    if offset >= 0.11:
-        return "triangle"
-    if fill >= 0.46:
-        return "cross" if offset < 0.06 else None
-    if fill >= 0.22:
-        return "star" if spread >= 0.8 else None
-    return None
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    """3x3 binary dilation (numpy shifts)."""
+    grown = mask.copy()
+    grown[1:, :] |= mask[:-1, :]
+    grown[:-1, :] |= mask[1:, :]
+    wide = grown.copy()
+    wide[:, 1:] |= grown[:, :-1]
+    wide[:, :-1] |= grown[:, 1:]
+    return wide
+
+
+def fit_shape(alpha: np.ndarray, x0: int = 0, y0: int = 0) -> tuple[str, float, float]:
+    """(shape, error, width in pixels) of the upright template that best explains a soft mask.
+
+    ``alpha`` is the coverage of one object over a window whose top-left pixel is ``(x0, y0)``.
+    Each template gets the object's area and centroid; the error is the L1 difference of
+    coverages (template area outside the window included) over the area: 0 is a perfect fit.
+    """
+    area = float(alpha.sum())
+    if area <= 0.0:
+        raise ParameterError("fit_shape: empty mask")
+    h, w = alpha.shape
+    cx = x0 + float((alpha.sum(axis=0) * (np.arange(w) + 0.5)).sum()) / area
+    cy = y0 + float((alpha.sum(axis=1) * (np.arange(h) + 0.5)).sum()) / area
+    best = ("", math.inf, 0.0)
+    for shape in SHAPES:
+        size = math.sqrt(area / shape_area(shape, 1.0))
+        cover = shape_coverage(shape, size, cx, cy, x0, y0, w, h)
+        error = (float(np.abs(cover - alpha).sum()) + area - float(cover.sum())) / area
+        if error < best[1]:
+            best = (shape, error, size)
+    return best
 
 
 def detect(image: np.ndarray, params: DetectorParams = DetectorParams()) -> Detections:
@@ -144,28 +170,40 @@ def detect(image: np.ndarray, params: DetectorParams = DetectorParams()) -> Dete
     bg = _background(pixels, palette, params)
     if bg is None:
         return Detections(background=None, objects=())
-    classes = _segment(pixels, palette, bg, params.colour_tolerance)
+    classes, alpha = _segment(pixels, palette, bg, params)
     labels = connected_components(classes)
     h, w = classes.shape
-    side = float(max(h, w))
     flat = labels.ravel()
-    fg = flat >= 0
-    areas = np.bincount(flat[fg], minlength=h * w)
-    core = np.zeros((h, w), dtype=bool)
-    core[1:-1, 1:-1] = ((labels[1:-1, 1:-1] >= 0) & (labels[1:-1, 1:-1] == labels[:-2, 1:-1])
-                        & (labels[1:-1, 1:-1] == labels[2:, 1:-1])
-                        & (labels[1:-1, 1:-1] == labels[1:-1, :-2])
-                        & (labels[1:-1, 1:-1] == labels[1:-1, 2:]))
-    cores = np.bincount(flat[core.ravel()], minlength=h * w)
+    areas = np.bincount(flat[flat >= 0], minlength=h * w)
+    inner = labels[1:-1, 1:-1]
+    solid = ((inner >= 0) & (inner == labels[:-2, 1:-1]) & (inner == labels[2:, 1:-1])
+             & (inner == labels[1:-1, :-2]) & (inner == labels[1:-1, 2:]))
+    cores = np.bincount(inner[solid], minlength=h * w)
     keep = np.nonzero((areas >= params.min_area * h * w) & (cores > 0))[0]
-    objects = []
-    for label in keep:  # ascending pixel index: top-to-bottom, left-to-right by first pixel
-        ys, xs = np.nonzero(labels == label)
-        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-        mask = labels[y0:y1, x0:x1] == label
-        objects.append(Detection(
-            shape=classify_shape(mask, params), colour=COLOURS[int(classes.ravel()[label])],
-            size="large" if max(x1 - x0, y1 - y0) / side > LARGE_THRESHOLD else "small",
-            cx=(xs.mean() + 0.5) / w, cy=(ys.mean() + 0.5) / h,
-            width=(x1 - x0) / w, height=(y1 - y0) / h, area=float(areas[label]) / (h * w)))
+    objects = [_describe(labels == label, classes, alpha, params) for label in keep]
     return Detections(background=COLOURS[bg], objects=tuple(objects))
+
+
+def _describe(mask: np.ndarray, classes: np.ndarray, alpha: np.ndarray,
+              params: DetectorParams) -> Detection:
+    """Colour, shape, size and position of one object given its hard mask."""
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask)
+    colour = int(classes[ys[0], xs[0]])
+    # Soft window: the mask grown by one pixel (the anti-aliased rim), weighted by the coverage
+    # of the object's colour.
+    y0, y1 = max(int(ys.min()) - 2, 0), min(int(ys.max()) + 3, h)
+    x0, x1 = max(int(xs.min()) - 2, 0), min(int(xs.max()) + 3, w)
+    grown = _dilate(mask[y0:y1, x0:x1])
+    soft = np.where(grown, alpha[y0:y1, x0:x1, colour], 0.0)
+    soft[mask[y0:y1, x0:x1]] = np.maximum(soft[mask[y0:y1, x0:x1]], 0.5)
+    shape, error, _ = fit_shape(soft, x0, y0)
+    area = float(soft.sum())
+    box_w, box_h = int(xs.max() - xs.min()) + 1, int(ys.max() - ys.min()) + 1
+    side = float(max(h, w))
+    return Detection(
+        shape=shape if error <= params.max_fit_error else None, colour=COLOURS[colour],
+        size="large" if max(box_w, box_h) / side > LARGE_THRESHOLD else "small",
+        cx=x0 / w + float((soft.sum(axis=0) * (np.arange(x1 - x0) + 0.5)).sum()) / area / w,
+        cy=y0 / h + float((soft.sum(axis=1) * (np.arange(y1 - y0) + 0.5)).sum()) / area / h,
+        width=box_w / w, height=box_h / h, area=area / (h * w), fit_error=error)

@@ -16,6 +16,9 @@ from huihua.synth.scene import (CROSS_ARM, PALETTE, STAR_INNER_RATIO, TRIANGLE_H
                                 SceneObject)
 
 _STAR_HALF_SECTOR = math.pi / 5.0  # 36 degrees between an outer and the next inner vertex
+# Unit vectors towards the five tips of an upward star, in image coordinates (y down).
+_STAR_TIPS = tuple((math.sin(k * 2.0 * _STAR_HALF_SECTOR), -math.cos(k * 2.0 * _STAR_HALF_SECTOR))
+                   for k in range(5))
 
 
 def _inside(shape: str, dx: np.ndarray, dy: np.ndarray, size: float) -> np.ndarray:
@@ -39,20 +42,35 @@ def _inside(shape: str, dx: np.ndarray, dy: np.ndarray, size: float) -> np.ndarr
 
 
 def _inside_star(dx: np.ndarray, dy: np.ndarray, outer: float) -> np.ndarray:
-    """Inside test of a five-pointed star pointing up, by folding every angle onto one edge."""
-    rho = np.hypot(dx, dy)
-    phi = np.arctan2(dx, -dy)  # 0 straight up, growing clockwise
-    psi = np.abs(np.mod(phi, 2.0 * _STAR_HALF_SECTOR) - _STAR_HALF_SECTOR)
-    psi = _STAR_HALF_SECTOR - psi  # 0 at an outer vertex, 36 degrees at an inner one
+    """Inside test of a five-pointed star pointing up, folding every point onto one edge.
+
+    The point is expressed along the direction of its nearest tip (``along``) and across it
+    (``across >= 0``); it is inside when on the centre's side of the edge from that tip to the
+    neighbouring inner vertex.
+    """
+    along = np.full(np.broadcast_shapes(dx.shape, dy.shape), -np.inf)
+    for ux, uy in _STAR_TIPS:
+        along = np.maximum(along, dx * ux + dy * uy)
+    across = np.sqrt(np.maximum(dx * dx + dy * dy - along * along, 0.0))
     inner = outer * STAR_INNER_RATIO
-    # Edge from the outer vertex O=(0, outer) to the inner vertex I=(inner sin36, inner cos36), in a
-    # frame where the sample is P=(rho sin psi, rho cos psi); P is inside when on the centre's side.
-    ix, iy = inner * math.sin(_STAR_HALF_SECTOR), inner * math.cos(_STAR_HALF_SECTOR)
-    ex, ey = ix, iy - outer
-    px, py = rho * np.sin(psi), rho * np.cos(psi) - outer
-    cross_p = ex * py - ey * px
-    cross_centre = ex * (-outer)
-    return cross_p * cross_centre >= 0.0
+    # Edge from the tip (across 0, along outer) to the inner vertex (inner sin36, inner cos36).
+    edge_across = inner * math.sin(_STAR_HALF_SECTOR)
+    edge_along = inner * math.cos(_STAR_HALF_SECTOR) - outer
+    # Sign of cross(edge, point - tip); the centre gives edge_across * (-outer) < 0.
+    return edge_across * (along - outer) - edge_along * across <= 0.0
+
+
+def shape_coverage(shape: str, size: float, cx: float, cy: float, x0: int, y0: int, width: int,
+                   height: int, supersample: int = 4) -> np.ndarray:
+    """Covered fraction of each pixel of the window ``[y0, y0+height) x [x0, x0+width)``.
+
+    All lengths are in pixels: ``size`` is the shape's width, ``(cx, cy)`` its centroid.
+    """
+    offsets = (np.arange(supersample) + 0.5) / supersample
+    xs = (np.arange(x0, x0 + width)[:, None] + offsets[None, :]).ravel() - cx
+    ys = (np.arange(y0, y0 + height)[:, None] + offsets[None, :]).ravel() - cy
+    inside = _inside(shape, xs[None, :], ys[:, None], size)
+    return inside.reshape(height, supersample, width, supersample).mean(axis=(1, 3))
 
 
 def _draw(canvas: np.ndarray, obj: SceneObject, background: np.ndarray, supersample: int) -> None:
@@ -63,11 +81,8 @@ def _draw(canvas: np.ndarray, obj: SceneObject, background: np.ndarray, supersam
     x1, y1 = min(int(math.ceil(right * side)), side), min(int(math.ceil(bottom * side)), side)
     if x1 <= x0 or y1 <= y0:
         return
-    offsets = (np.arange(supersample) + 0.5) / supersample
-    xs = (np.arange(x0, x1)[:, None] + offsets[None, :]).ravel() - obj.cx * side
-    ys = (np.arange(y0, y1)[:, None] + offsets[None, :]).ravel() - obj.cy * side
-    inside = _inside(obj.shape, xs[None, :], ys[:, None], obj.size * side)
-    coverage = inside.reshape(y1 - y0, supersample, x1 - x0, supersample).mean(axis=(1, 3))
+    coverage = shape_coverage(obj.shape, obj.size * side, obj.cx * side, obj.cy * side, x0, y0,
+                              x1 - x0, y1 - y0, supersample)
     colour = np.asarray(PALETTE[obj.colour], dtype=np.float64)
     region = canvas[y0:y1, x0:x1]
     covered = coverage > 0.0

@@ -133,6 +133,22 @@ def shape_extent(shape: str, size: float) -> tuple[float, float, float, float]:
     return half, half, half, half
 
 
+def shape_area(shape: str, size: float) -> float:
+    """Filled area of a shape of width ``size`` (in the square of size's unit)."""
+    if shape == "circle":
+        return math.pi * size * size / 4.0
+    if shape == "square":
+        return size * size
+    if shape == "triangle":
+        return size * size * TRIANGLE_HEIGHT / 2.0
+    if shape == "cross":
+        return size * size * (2.0 * CROSS_ARM - CROSS_ARM * CROSS_ARM)
+    if shape == "star":
+        outer = size / 2.0
+        return 5.0 * outer * outer * STAR_INNER_RATIO * math.sin(math.radians(36.0))
+    raise ValueError(f"unknown shape {shape!r}")
+
+
 def position_holds(cx: float, cy: float, position: str, edge: float = POSITION_EVAL_EDGE,
                    center: float = POSITION_EVAL_CENTER) -> bool:
     """Whether a centroid (fractions of the side) lies in the named part of the canvas."""

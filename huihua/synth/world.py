@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from huihua.errors import HuihuaError, ParameterError
-from huihua.synth.captions import caption_text
+from huihua.synth.captions import caption_text, parse_caption
 from huihua.synth.render import render
 from huihua.synth.scene import (CANVAS_MARGIN, CATEGORIES, COLOURS, INVERSE_RELATION,
                                 OBJECT_GAP, POSITION_DRAW_CENTER, POSITION_DRAW_EDGE, POSITIONS,
@@ -316,6 +316,27 @@ def sample_scene(rng: np.random.Generator, split: str = "train",
         if objects is not None:
             return Scene(background=background, objects=objects), spec
     raise HuihuaError(f"world: could not place a {split} scene")  # unreachable in practice
+
+
+def scene_for_spec(rng: np.random.Generator, spec: CaptionSpec, split: str = "heldout") -> Scene:
+    """A random scene that makes ``spec`` true; ``"train"`` also keeps held-out pictures out."""
+    _check_split(split)
+    claimed = {c.colour for c in spec.objects}
+    for _ in range(_SPEC_TRIES // 10):
+        background = spec.background or _choice(rng, [c for c in COLOURS if c not in claimed])
+        if background in claimed:
+            break
+        objects = _place(rng, _object_kinds(rng, spec, background, split), spec.relation, split)
+        if objects is not None:
+            return Scene(background=background, objects=objects)
+    raise ParameterError(f"caption: the world cannot draw {spec}")
+
+
+def render_caption(caption: str | CaptionSpec, seed: int, size: int = 64) -> np.ndarray:
+    """A ground-truth picture of a caption: the oracle ``generate_fn`` for `evaluate`."""
+    spec = parse_caption(caption) if isinstance(caption, str) else caption
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), len(SPLITS)]))
+    return render(scene_for_spec(rng, spec), size=size)
 
 
 def _as_rng(seed_or_rng: int | np.random.Generator, split: str) -> np.random.Generator:

@@ -38,6 +38,8 @@ _OPENCLIP_LAYER = {
     "mlp.fc1": "mlp.c_fc",
     "mlp.fc2": "mlp.c_proj",
 }
+_OPENCLIP_FIXED_INV = {v: k for k, v in _OPENCLIP_FIXED.items()}
+_OPENCLIP_LAYER_INV = {v: k for k, v in _OPENCLIP_LAYER.items()}
 _HF_LAYER_KEY = re.compile(r"encoder\.layers\.(\d+)\.(.+)\.(weight|bias)")
 _OC_LAYER_KEY = re.compile(r"transformer\.resblocks\.(\d+)\.(.+)")
 _QKV = ("q_proj", "k_proj", "v_proj")
@@ -99,16 +101,14 @@ def hf_clip_to_ldm(sd: Mapping[str, Tensor], layout: TextLayout) -> dict[str, Te
 
 def _openclip_to_hf_name(name: str) -> str:
     """transformers name (after ``text_model.``) of one non-fused OpenCLIP tensor name."""
-    inverse_fixed = {v: k for k, v in _OPENCLIP_FIXED.items()}
-    if name in inverse_fixed:
-        return inverse_fixed[name]
+    if name in _OPENCLIP_FIXED_INV:
+        return _OPENCLIP_FIXED_INV[name]
     match = _OC_LAYER_KEY.fullmatch(name)
     if match is not None:
         index, rest = match.groups()
         module, _, kind = rest.rpartition(".")
-        inverse_layer = {v: k for k, v in _OPENCLIP_LAYER.items()}
-        if module in inverse_layer:
-            return f"encoder.layers.{index}.{inverse_layer[module]}.{kind}"
+        if module in _OPENCLIP_LAYER_INV:
+            return f"encoder.layers.{index}.{_OPENCLIP_LAYER_INV[module]}.{kind}"
     raise CheckpointError(f"OpenCLIP text model: unexpected key {'model.' + name!r}")
 
 
