@@ -95,24 +95,6 @@ class Engine:
             self._hashes[p] = short_hash(p) if p.is_file() else ""
         return self._hashes[p]
 
-    @torch.inference_mode()
-    def encode_tokens(self, tokens: list[list[int]], clip_skip: int = 1) -> PromptEmbedding:
-        """Run every text tower on one 77-token window per tower and join them as the UNet expects.
-
-        ``tokens[i]`` is the window for tower i (already padded with that tower's pad token).
-        """
-        hidden, pooled = [], None
-        for i, (use, encoder) in enumerate(zip(self.spec.text_encoders, self.text_encoders)):
-            ids = torch.tensor([tokens[i]], dtype=torch.long, device=self.device)
-            layer, norm = use.layer, use.final_norm
-            if self.spec.family == "sd1" and clip_skip > 1:  # A1111 ignores clip skip for SD2/SDXL
-                layer, norm = -clip_skip, True
-            out = encoder(ids, layer=layer, final_norm=norm)
-            hidden.append(out.hidden)
-            if use.pooled:
-                pooled = out.pooled
-        return PromptEmbedding(torch.cat(hidden, dim=-1), pooled)
-
     def encode_prompt(self, prompt: str, clip_skip: int = 1) -> PromptEmbedding:
         """Encode a prompt with A1111's prompt language: context (1, 77·chunks, D) and pooled (1, P) or None."""
         from huihua.prompts.encode import encode_prompt

@@ -110,7 +110,7 @@ def mlsd(img: np.ndarray, params: PreprocessorParams) -> np.ndarray:
         edges, 1, np.pi / 180, params.line_votes, minLineLength=params.line_min_length, maxLineGap=params.line_max_gap
     )
     out = np.zeros(img.shape[:2], np.uint8)
-    for x1, y1, x2, y2 in ([] if lines is None else lines[:, 0]):
+    for x1, y1, x2, y2 in ([] if lines is None else lines.reshape(-1, 4)):  # (N, 1, 4) in OpenCV 4, (N, 4) in 5
         cv2.line(out, (int(x1), int(y1)), (int(x2), int(y2)), 255, params.line_width, lineType=cv2.LINE_8)
     return _gray3(out)
 

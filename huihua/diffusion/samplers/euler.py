@@ -69,15 +69,19 @@ def heun(ctx: Context, x: Tensor, sigmas: list[float]) -> Tensor:
         x, sigma_hat = churn(ctx, x, sigma, len(sigmas) - 1)
         denoised = ctx.model(x, sigma_hat)
         ctx.report(i, x, denoised, sigma)
-        d = to_d(x, sigma_hat, denoised)
-        dt = sigma_next - sigma_hat
-        if sigma_next == 0.0:
-            x = x + d * dt
-            continue
-        x_2 = x + d * dt
-        d_2 = to_d(x_2, sigma_next, ctx.model(x_2, sigma_next))
-        x = x + (d + d_2) * (0.5 * dt)
+        x = heun_step(ctx, x, denoised, sigma_hat, sigma_next)
     return x
+
+
+def heun_step(ctx: Context, x: Tensor, denoised: Tensor, sigma: float, sigma_next: float) -> Tensor:
+    """One Heun step given the denoised prediction at ``sigma``; an Euler step when sigma_next is 0."""
+    d = to_d(x, sigma, denoised)
+    dt = sigma_next - sigma
+    if sigma_next == 0.0:
+        return x + d * dt
+    x_2 = x + d * dt
+    d_2 = to_d(x_2, sigma_next, ctx.model(x_2, sigma_next))
+    return x + (d + d_2) * (0.5 * dt)
 
 
 def dpm_2(ctx: Context, x: Tensor, sigmas: list[float]) -> Tensor:

@@ -1,0 +1,65 @@
+"""An engine's text towers as the prompt machinery's ``TokenEncoder``s, and a plain prompt to conditioning.
+
+SDXL runs the same windows through both towers and joins the hidden states along the width; the
+pooled vector comes from the tower marked ``pooled`` in the model spec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from huihua.prompts.conditioning import ChunkOptions, EmbeddingFix, EmbeddingLookup, encode_chunks, tokenize_prompt
+
+if TYPE_CHECKING:
+    from huihua.checkpoints.specs import TextEncoderUse
+    from huihua.engine import Engine, PromptEmbedding
+
+
+def tower_layer(engine: Engine, use: TextEncoderUse, clip_skip: int) -> tuple[int, bool]:
+    """(layer, final_norm) a tower is read at; A1111 applies clip skip to SD1 only."""
+    if engine.spec.family == "sd1" and clip_skip > 1:
+        return -min(clip_skip, use.config.layers), True
+    return use.layer, use.final_norm
+
+
+def token_encoder(engine: Engine, index: int, clip_skip: int):
+    """A ``TokenEncoder`` for text tower ``index`` of ``engine``."""
+    use = engine.spec.text_encoders[index]
+    module = engine.text_encoders[index]
+    layer, norm = tower_layer(engine, use, clip_skip)
+
+    def encode(tokens: torch.Tensor, overrides: Sequence[Sequence[EmbeddingFix]] | None = None):
+        tokens = tokens.to(engine.device)
+        kwargs = {}
+        if overrides is not None:
+            kwargs["embedding_overrides"] = [
+                [(fix.offset, fix.embedding.vectors) for fix in row] for row in overrides
+            ]
+        out = module(tokens, layer=layer, final_norm=norm, want_pooled=use.pooled, **kwargs)
+        return out.hidden, out.pooled
+
+    return encode
+
+
+@torch.inference_mode()
+def encode_prompt(
+    engine: Engine,
+    prompt: str,
+    clip_skip: int = 1,
+    embeddings: Sequence[EmbeddingLookup | None] | None = None,
+) -> PromptEmbedding:
+    """One plain prompt (emphasis, BREAK, long prompts; no editing or AND) to context and pooled."""
+    from huihua.engine import PromptEmbedding
+
+    contexts, pooled = [], None
+    for i, use in enumerate(engine.spec.text_encoders):
+        lookup = embeddings[i] if embeddings is not None else None
+        chunked = tokenize_prompt(prompt, engine.tokenizer, ChunkOptions(pad_token=use.config.pad_token), lookup)
+        context, tower_pooled = encode_chunks(chunked.chunks, token_encoder(engine, i, clip_skip))
+        contexts.append(context)
+        if use.pooled:
+            pooled = tower_pooled
+    return PromptEmbedding(torch.cat(contexts, dim=-1), pooled)
