@@ -240,3 +240,26 @@ def test_meta_built_module_runs_after_streaming_weights() -> None:
     tokens = _tokens(77, pad=EOS)
     with torch.no_grad():
         assert_close(ours(tokens).pooled, ref(input_ids=tokens).pooler_output)
+
+
+def test_embedding_overrides_replace_token_embeddings_before_positions() -> None:
+    """Textual inversion hook: overriding positions with the tokens' own embeddings changes nothing,
+    other vectors change exactly the hidden states from those positions on (causal attention)."""
+    from huihua.checkpoints.specs import CLIPTextConfig
+    from huihua.nn.clip import build_text_encoder
+
+    torch.manual_seed(0)
+    for layout in ("hf", "openclip"):
+        enc = build_text_encoder(CLIPTextConfig(layout=layout, width=16, layers=2, heads=2, intermediate=32,
+                                                act="gelu")).eval()
+        with torch.no_grad():
+            for p in enc.parameters():
+                p.normal_(0, 0.2)
+            tokens = torch.tensor([[49406, 320, 1125, 539, 49407] + [49407] * 72])
+            base = enc(tokens).hidden
+            own = enc.token_embedding()(tokens[0, 2:4])
+            same = enc(tokens, embedding_overrides=[[(2, own)]]).hidden
+            assert torch.equal(base, same)
+            other = enc(tokens, embedding_overrides=[[(2, torch.ones(2, 16))]]).hidden
+        assert torch.equal(other[:, :2], base[:, :2])
+        assert (other[:, 2:] - base[:, 2:]).abs().amax(dim=-1).min() > 1e-4

@@ -1,4 +1,4 @@
-"""Tests of the procedural world (huihua.synth): rendering, captions, held-out split, detector, eval."""
+"""Tests of huihua.synth: rendering, captions, the held-out split, the detector and the eval."""
 
 from __future__ import annotations
 
@@ -26,11 +26,11 @@ def _scenes(n: int, split: str, seed: int = 0) -> list[tuple[Scene, CaptionSpec]
 
 def test_palette_exact_interiors_and_background() -> None:
     palette = {tuple(v) for v in PALETTE.values()}
-    for scene, _ in _scenes(150, "train", seed=1):
+    for scene, _ in _scenes(100, "train", seed=1):
         image = render(scene)
         assert tuple(image[0, 0]) == PALETTE[scene.background]
         assert all(o.colour != scene.background for o in scene.objects)
-        # A pixel whose 3x3 neighbourhood is uniform lies inside one flat area: exact palette colour.
+        # A pixel with a uniform 3x3 neighbourhood is inside a flat area: exactly a palette colour.
         flat = np.ones((62, 62), dtype=bool)
         for dy in range(3):
             for dx in range(3):
@@ -115,19 +115,21 @@ def test_caption_round_trip() -> None:
     ("a red square and a green circle",
      CaptionSpec("color_attr", (ObjectClaim("square", "red"), ObjectClaim("circle", "green")))),
     ("a red circle above a blue square",
-     CaptionSpec("position", (ObjectClaim("circle", "red"), ObjectClaim("square", "blue")), "above")),
+     CaptionSpec("position", (ObjectClaim("circle", "red"), ObjectClaim("square", "blue")),
+                 "above")),
     ("a photo of a purple star to the right of a white cross",
      CaptionSpec("position", (ObjectClaim("star", "purple"), ObjectClaim("cross", "white")),
                  "right of")),
     ("a circle", CaptionSpec("single_object", (ObjectClaim("circle"),))),
-    ("a star and a square", CaptionSpec("two_objects", (ObjectClaim("star"), ObjectClaim("square")))),
+    ("a star and a square",
+     CaptionSpec("two_objects", (ObjectClaim("star"), ObjectClaim("square")))),
 ])
 def test_issue_captions_parse(text: str, expected: CaptionSpec) -> None:
     assert parse_caption(text) == expected
 
 
-@pytest.mark.parametrize("text", ["a dog", "two circle", "circles", "a red circle above two squares",
-                                  "a blue"])
+@pytest.mark.parametrize("text", ["a dog", "two circle", "circles", "a blue",
+                                  "a red circle above two squares"])
 def test_parse_rejects_text_outside_the_grammar(text: str) -> None:
     with pytest.raises(PromptError):
         parse_caption(text)
@@ -182,7 +184,7 @@ def test_detector_rejects_blank_noise_and_wrong_captions() -> None:
     rng = np.random.default_rng(10)
     pairs = [sample_pair(rng) for _ in range(120)]
     wrong = [score(pairs[i][0], pairs[(i + 1) % 120][1]).correct for i in range(120)]
-    assert np.mean(wrong) < 0.3
+    assert np.mean(wrong) < 0.15
 
 
 def test_connected_components_four_connectivity() -> None:
@@ -214,7 +216,8 @@ def test_evaluate_counts_per_category() -> None:
     prompts = ["a red circle", "two blue stars", "a square above a triangle"]
 
     def half_right(prompt: str, seed: int) -> np.ndarray:
-        return render_caption(prompt, seed) if seed % 2 == 0 else render_caption("a white cross", seed)
+        wrong = "a white cross"
+        return render_caption(prompt if seed % 2 == 0 else wrong, seed)
 
     report = evaluate(half_right, prompts, seeds=[0, 1, 2, 3])
     assert [(c.category, c.correct, c.total) for c in report.categories] == [

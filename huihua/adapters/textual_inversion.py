@@ -1,4 +1,4 @@
-"""Textual-inversion embeddings: reading the files, finding their names in prompts, and injecting them.
+"""Textual-inversion embeddings: reading the files and finding their names in prompt tokens.
 
 Files (read with ``weights_only`` pickles or safetensors only):
 
@@ -10,7 +10,8 @@ An embedding is used by writing its file name (without extension) in a prompt. V
 per text tower: ``"clip_l"``/``"clip_g"`` for two-tower (SDXL) files, ``"*"`` for single-tower ones.
 A tower takes the vectors whose width equals its own; an embedding that fits not every tower of the
 model is skipped (A1111 does the same) and its name stays plain text: :class:`TowerEmbeddings`
-reports it in ``skipped``.
+reports it in ``skipped``. The vectors are placed into the token embeddings by the text encoder
+itself (``CLIPTextEncoder.forward(embedding_overrides=...)``, driven by ``huihua.prompts``).
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from huihua.checkpoints.io import open_source, sniff_format
 from huihua.errors import CheckpointError, UnsafePickleError
-from huihua.prompts.conditioning import EmbeddingFix, EmbeddingMatch
+from huihua.prompts.conditioning import EmbeddingMatch
 
 SINGLE = "*"  # key of a single-tower embedding's vectors
 SDXL_KEYS = ("clip_l", "clip_g")  # tower 0 and tower 1 of SDXL
@@ -172,61 +173,13 @@ class TowerEmbeddings:
 
 def tower_lookups(
     embeddings: Sequence[Embedding], encode: Callable[[str], list[int]], widths: Sequence[int]
-) -> tuple[TowerEmbeddings, ...]:
-    """One lookup per text tower (``widths``: each tower's token-embedding width).
+) -> tuple[tuple[TowerEmbeddings, ...], tuple[str, ...]]:
+    """One lookup per text tower (``widths``: each tower's token width), and the names skipped.
 
-    An embedding that does not fit every tower is dropped from all of them, so every tower
-    tokenizes a prompt the same way.
+    An embedding that does not fit every tower of the model is left out of all of them (so every
+    tower cuts a prompt into the same windows); its name then stays plain prompt text.
     """
     towers = len(widths)
     usable = [e for e in embeddings if all(e.for_tower(i, towers, w) is not None for i, w in enumerate(widths))]
-    lookups = tuple(TowerEmbeddings(usable, encode, i, towers, w) for i, w in enumerate(widths))
-    dropped = tuple(e.name for e in embeddings if e not in usable)
-    for lookup in lookups:
-        lookup.skipped = tuple(dict.fromkeys(dropped + lookup.skipped))
-    return lookups
-
-
-# ---------------------------------------------------------------------------------------------
-# injecting vectors into a text encoder
-
-_TOKEN_EMBEDDING = {"hf": "transformer.text_model.embeddings.token_embedding", "openclip": "model.token_embedding"}
-
-
-def token_embedding_module(encoder: nn.Module) -> nn.Embedding:
-    """The token-embedding table of one of our CLIP text encoders (either layout)."""
-    layout = encoder.config.layout  # type: ignore[union-attr]
-    module = encoder.get_submodule(_TOKEN_EMBEDDING[layout])
-    assert isinstance(module, nn.Embedding)
-    return module
-
-
-def encode_with_embeddings(
-    encoder: nn.Module,
-    tokens: Tensor,
-    overrides: Sequence[Sequence[EmbeddingFix]] | None,
-    **forward_kwargs: object,
-) -> object:
-    """Run ``encoder(tokens, **forward_kwargs)`` with embedding vectors placed in its token embeddings.
-
-    ``overrides[b]`` lists ``EmbeddingFix``es of batch row b: ``fix.embedding.vectors`` (N, D)
-    replace the token-embedding output (before positions are added) at positions
-    ``fix.offset .. fix.offset + N - 1``. A forward hook on the token-embedding table does the
-    swap for this one call; it is removed afterwards, whatever happens.
-    """
-    if not overrides or not any(overrides):
-        return encoder(tokens, **forward_kwargs)
-
-    def place(_module: nn.Module, _inputs: object, output: Tensor) -> Tensor:
-        output = output.clone()
-        for row, fixes in enumerate(overrides):
-            for fix in fixes:
-                vectors, start = fix.embedding.vectors, fix.offset
-                output[row, start : start + vectors.shape[0]] = vectors.to(output.device, output.dtype)
-        return output
-
-    handle = token_embedding_module(encoder).register_forward_hook(place)
-    try:
-        return encoder(tokens, **forward_kwargs)
-    finally:
-        handle.remove()
+    skipped = tuple(e.name for e in embeddings if not any(e is u for u in usable))
+    return tuple(TowerEmbeddings(usable, encode, i, towers, w) for i, w in enumerate(widths)), skipped

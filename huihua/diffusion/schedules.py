@@ -10,8 +10,10 @@ sigmas (:class:`~huihua.diffusion.parametrization.ModelSampling`):
 - SGM Uniform: ``steps`` evenly spaced timesteps from T-1, leaving out the last (Stability's sgm).
 - KL Optimal: ``tan`` of evenly spaced ``arctan(sigma)`` (Sabour et al. 2024), ``steps`` values
   from sigma_max to sigma_min then 0, as ComfyUI (A1111 stops at sigma_min without the 0).
-- Align Your Steps: NVIDIA's published 10-step SD1.5 / SDXL lists (Sabour et al. 2024),
-  log-linearly interpolated to ``steps`` values, then 0 (A1111's rule).
+- Align Your Steps: NVIDIA's published 10-step SD1.5 / SDXL lists (Sabour et al. 2024; 11 sigmas
+  ending at sigma_min), log-linearly interpolated to ``steps + 1`` values whose last becomes 0, so
+  10 steps give the published schedule exactly (ComfyUI, diffusers; A1111 resamples to ``steps``
+  values and appends 0, which never reproduces the published list).
 - Simple: every (T/steps)-th training sigma from the top (ComfyUI / A1111).
 - DDIM: training sigmas at timesteps 1, 1+T//steps, ... (diffusers' "leading" spacing with offset
   1; identical to A1111 when T is a multiple of steps, and always exactly ``steps`` values).
@@ -159,11 +161,13 @@ def loglinear_interp(values: tuple[float, ...] | list[float], count: int) -> Ten
 
 
 def align_your_steps(steps: int, family: Literal["sd1", "sdxl"] = "sd1") -> Tensor:
-    """NVIDIA's Align Your Steps sigmas (SD1.5 or SDXL), log-linearly resampled to ``steps`` values, then 0."""
+    """NVIDIA's Align Your Steps sigmas (SD1.5 or SDXL) log-linearly resampled to steps+1 values, the last set to 0."""
     _check_steps(steps)
     if family not in ("sd1", "sdxl"):
         raise ParameterError(f"ays_family: {family!r} is not 'sd1' or 'sdxl'")
-    return _append_zero(loglinear_interp(AYS_SDXL if family == "sdxl" else AYS_SD1, steps))
+    sigmas = loglinear_interp(AYS_SDXL if family == "sdxl" else AYS_SD1, steps + 1)
+    sigmas[-1] = 0.0
+    return sigmas
 
 
 def _betainc(a: float, b: float, x: float) -> float:

@@ -21,6 +21,9 @@ from huihua.checkpoints.specs import CLIPTextConfig
 from huihua.errors import ParameterError
 from huihua.nn.attention import merge_heads, split_heads
 
+# Per batch row: (window offset, vectors (N, W)) replacing token embeddings (textual inversion).
+EmbeddingOverrides = list[list[tuple[int, Tensor]]]
+
 
 @dataclass(frozen=True)
 class TextEncoderOutput:
@@ -151,9 +154,28 @@ class CLIPTextEncoder(nn.Module):
 
     config: CLIPTextConfig
 
-    def embed(self, tokens: Tensor) -> Tensor:
-        """Token plus position embeddings, (B, T) -> (B, T, W)."""
+    def token_embedding(self) -> nn.Embedding:
+        """The token-embedding table."""
         raise NotImplementedError
+
+    def position_table(self) -> Tensor:
+        """The learned position embeddings (max_positions, W)."""
+        raise NotImplementedError
+
+    def embed(self, tokens: Tensor, overrides: EmbeddingOverrides | None = None) -> Tensor:
+        """Token plus position embeddings, (B, T) -> (B, T, W).
+
+        ``overrides[b]`` lists ``(offset, vectors (N, W))`` that replace the token embeddings of row
+        ``b`` at positions ``offset .. offset+N-1`` (textual inversion) before positions are added.
+        """
+        x = self.token_embedding()(tokens)
+        if overrides:
+            x = x.clone()
+            for b, row in enumerate(overrides):
+                for offset, vectors in row:
+                    n = min(vectors.shape[0], x.shape[1] - offset)
+                    x[b, offset:offset + n] = vectors[:n].to(device=x.device, dtype=x.dtype)
+        return x + self.position_table()[: tokens.shape[1]]
 
     def blocks(self) -> nn.ModuleList:
         """The transformer layers in order."""
@@ -180,13 +202,14 @@ class CLIPTextEncoder(nn.Module):
         return n + layer + 1
 
     def forward(
-        self, tokens: Tensor, layer: int = -1, final_norm: bool = True, want_pooled: bool = True
+        self, tokens: Tensor, layer: int = -1, final_norm: bool = True, want_pooled: bool = True,
+        embedding_overrides: EmbeddingOverrides | None = None,
     ) -> TextEncoderOutput:
         """Hidden state after ``layer`` (-1 last, -2 penultimate), normed if ``final_norm``; pooled EOS."""
         stop = self._check(tokens, layer)
         blocks = self.blocks()
         run = len(blocks) if want_pooled else stop
-        x = self.embed(tokens)
+        x = self.embed(tokens, embedding_overrides)
         hidden = x
         for i in range(run):
             x = blocks[i](x)
@@ -221,9 +244,11 @@ class HFCLIPTextEncoder(CLIPTextEncoder):
         if cfg.projection_dim is not None:
             self.transformer.text_projection = nn.Linear(cfg.width, cfg.projection_dim, bias=False)
 
-    def embed(self, tokens: Tensor) -> Tensor:
-        emb = self.transformer.text_model.embeddings
-        return emb.token_embedding(tokens) + emb.position_embedding.weight[: tokens.shape[1]]
+    def token_embedding(self) -> nn.Embedding:
+        return self.transformer.text_model.embeddings.token_embedding
+
+    def position_table(self) -> Tensor:
+        return self.transformer.text_model.embeddings.position_embedding.weight
 
     def blocks(self) -> nn.ModuleList:
         return self.transformer.text_model.encoder.layers
@@ -255,8 +280,11 @@ class OpenCLIPTextEncoder(CLIPTextEncoder):
             if p is not None and not p.is_meta:
                 nn.init.normal_(p, std=cfg.width**-0.5)
 
-    def embed(self, tokens: Tensor) -> Tensor:
-        return self.model.token_embedding(tokens) + self.model.positional_embedding[: tokens.shape[1]]
+    def token_embedding(self) -> nn.Embedding:
+        return self.model.token_embedding
+
+    def position_table(self) -> Tensor:
+        return self.model.positional_embedding
 
     def blocks(self) -> nn.ModuleList:
         return self.model.transformer.resblocks

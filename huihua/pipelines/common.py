@@ -34,9 +34,9 @@ def latent_shape(engine: Engine, width: int, height: int) -> tuple[int, int, int
 
 def initial_noise(engine: Engine, seeds: Sequence[int], width: int, height: int) -> torch.Tensor:
     """Gaussian noise, one CPU generator per image, so a seed paints the same picture on any device."""
-    shape = latent_shape(engine, width, height)
-    noise = [torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s)) for s in seeds]
-    return torch.stack(noise).to(engine.device, engine.dtype)
+    from huihua.diffusion.noise import seeded_randn
+
+    return seeded_randn((len(seeds), *latent_shape(engine, width, height)), seeds, engine.device, engine.dtype)
 
 
 def sdxl_label(engine: Engine, pooled: torch.Tensor, width: int, height: int,
@@ -118,11 +118,9 @@ def sample_latents(
 ) -> torch.Tensor:
     """Run the chosen sampler and schedule from pure noise to clean latents."""
     from huihua.diffusion import samplers, schedules
-    from huihua.diffusion.names import resolve_sampler
 
-    sampler, schedule = resolve_sampler(p.sampler_name, p.scheduler)
-    sigmas = schedules.get_sigmas(schedule, steps=p.steps, model_sampling=engine.model_sampling,
-                                  sampler=sampler).to(noise.device)
+    sigmas = schedules.get_sigmas(p.scheduler, steps=p.steps, model_sampling=engine.model_sampling,
+                                  sampler=p.sampler_name).to(noise.device)
     x = noise * sigmas[0].to(noise.dtype)
     bar = _progress_bar(len(sigmas) - 1) if progress else None
 
@@ -133,7 +131,8 @@ def sample_latents(
             callback(step, x_, denoised, sigma)
 
     try:
-        return samplers.sample(sampler, denoise, x, sigmas, callback=on_step, seeds=list(seeds), eta=p.eta)
+        return samplers.sample(p.sampler_name, denoise, x, sigmas, callback=on_step, seeds=list(seeds),
+                               options=samplers.SamplerOptions(eta=p.eta))
     finally:
         if bar is not None:
             bar.close()

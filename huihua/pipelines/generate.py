@@ -46,7 +46,7 @@ def generate(
 ) -> GenerationResult:
     """Paint ``batch_size × n_iter`` images; image k uses seed + k."""
     from huihua.engine import GenerationResult
-    from huihua.infotext import format_infotext_for
+    from huihua.pipelines.infotext import format_infotext_for
 
     p = resolve_params(engine, params if params is not None else GenerationParams.from_kwargs(**kwargs))
     cond = engine.encode_prompt(p.prompt, clip_skip=p.clip_skip)

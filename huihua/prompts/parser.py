@@ -150,7 +150,9 @@ class _Alternate:
 _Node = Union[str, _Scheduled, _Alternate]
 
 # lark's SIGNED_NUMBER (ASCII digits, optional exponent), with the optional blanks around it.
-_SCHEDULE_NUMBER = re.compile(r"\s*([+-]?(?:(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[0-9]+(?:[eE][+-]?[0-9]+)?))\s*\]")
+_SCHEDULE_NUMBER = re.compile(
+    r"\s*([+-]?(?:(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[0-9]+(?:[eE][+-]?[0-9]+)?))\s*\]"
+)
 _GROUP_DELIMITERS = frozenset(":|])")
 _PLAIN_STOP = frozenset("\\[]():|")
 _MAX_NESTING = 200
@@ -362,6 +364,8 @@ def get_learned_conditioning_prompt_schedules(
     A ``when`` written with a decimal point is a fraction of the steps, an integer is a step
     number; with ``hires_steps`` the numbers address the hires pass (``1.5`` = half-way through it,
     an integer counts from ``base_steps``). ``use_old_scheduling``: below 1 is a fraction.
+    A prompt outside the grammar (e.g. a ``|`` outside ``[...]``, a trailing backslash, brackets
+    nested deeper than 200) is used verbatim for every step, as A1111 does on a parse error.
     """
     if hires_steps is None or use_old_scheduling:
         rule = _StepRule(steps=base_steps, old=use_old_scheduling)

@@ -97,7 +97,8 @@ def _alternation(options: list[str]) -> str:
 
 _COLOUR_RE = _alternation(list(COLOURS))
 _SHAPE_WORDS = {word: shape for shape in SHAPES for word in (shape, PLURALS[shape])}
-_NUMBER_LOOKUP = {w: n for n, words in _NUMBER_WORDS.items() for w in words} | {"1": 1, "2": 2, "3": 3}
+_NUMBER_LOOKUP = {w: n for n, words in _NUMBER_WORDS.items() for w in words} | {
+    "1": 1, "2": 2, "3": 3}
 _SIZE_LOOKUP = {w: s for s, words in _SIZE_WORDS.items() for w in words}
 _POSITION_LOOKUP = {w: p for p, words in _POSITION_PHRASES.items() for w in words}
 _RELATION_LOOKUP = {w: r for r, words in _RELATION_PHRASES.items() for w in words} | {
@@ -134,7 +135,7 @@ def _parse_object(phrase: str, source: str) -> tuple[ObjectClaim, bool]:
     counted = det in _NUMBER_LOOKUP
     count = _NUMBER_LOOKUP[det] if counted else (2 if plural else 1)
     if plural and not counted:
-        raise PromptError(f"caption: plural {shape_word!r} needs a number (two, three) in {source!r}")
+        raise PromptError(f"caption: plural {shape_word!r} needs a number word in {source!r}")
     if plural != (count > 1):
         raise PromptError(f"caption: number and noun disagree in {phrase!r} of {source!r}")
     claim = ObjectClaim(shape=shape, colour=colour, count=count,

@@ -1,15 +1,17 @@
 """A deterministic detector for pictures of the procedural world, in plain numpy.
 
-1. Background: the palette colour most of the border pixels are nearest to.
-2. Segmentation: each pixel is explained as ``background + alpha * (colour - background)`` for
-   every other palette colour (anti-aliased edges are such blends); the best-fitting colour wins
-   when the fit is within ``colour_tolerance`` and ``alpha >= 0.5``.
-3. Objects: 4-connected components of equal colour (label propagation with pointer jumping);
-   components smaller than ``min_area`` or without a solid core (1-pixel rims) are dropped.
-4. Shape from geometry: fill of the bounding box (square ~1, circle ~0.785, cross ~0.56,
-   triangle ~0.5, star ~0.34), centroid offset inside the box (an upward triangle's centroid sits
-   1/6 of its height below the box centre) and the farthest pixel's distance from the centroid
-   relative to sqrt(area); size from the larger box side; position from the centroid.
+1. Background: the palette colour most border pixels are close to (None if under half agree).
+2. Segmentation: a pixel close to a palette colour takes it; any other pixel is read as a blend
+   ``background + alpha * (colour - background)`` (anti-aliased edges, slightly-off generations)
+   and takes the best-fitting colour when the fit is within ``colour_tolerance`` and
+   ``alpha >= 0.5``.
+3. Objects: 4-connected components of one colour (label propagation with pointer jumping);
+   components under ``min_area`` or without a solid core (1-pixel rims between colours) go.
+4. Shape from geometry: the object's soft mask (coverage of its colour over its grown outline)
+   is compared with each upright template of the world - circle, square, upward triangle,
+   five-point star, plus-shaped cross - given the same area and centroid; the template with the
+   smallest L1 mismatch wins unless that mismatch exceeds ``max_fit_error`` (then the shape is
+   None). Size from the larger bounding-box side, position from the coverage-weighted centroid.
 """
 
 from __future__ import annotations
@@ -164,7 +166,7 @@ def fit_shape(alpha: np.ndarray, x0: int = 0, y0: int = 0) -> tuple[str, float, 
 def detect(image: np.ndarray, params: DetectorParams = DetectorParams()) -> Detections:
     """Find the background and the objects of an RGB uint8 ``(H, W, 3)`` picture."""
     if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 8:
-        raise ParameterError(f"image must be an RGB (H, W, 3) array of at least 8x8, got {image.shape}")
+        raise ParameterError(f"image must be RGB (H, W, 3), at least 8x8; got {image.shape}")
     pixels = image.astype(np.float64)
     palette = _palette_array()
     bg = _background(pixels, palette, params)

@@ -130,7 +130,7 @@ def _checked(image: object, prompt: str) -> np.ndarray:
     """The generator's picture as RGB uint8, or a ParameterError naming the prompt."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
             or image.shape[2] != 3:
-        raise ParameterError(f"generate_fn must return an RGB uint8 (H, W, 3) array, for {prompt!r}")
+        raise ParameterError(f"generate_fn must return RGB uint8 (H, W, 3), not so for {prompt!r}")
     return image
 
 

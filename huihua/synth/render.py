@@ -1,8 +1,9 @@
 """Rasterise a `Scene` to an RGB array: flat background, filled shapes, supersampled edges.
 
 Each object's coverage is estimated on a ``supersample`` x ``supersample`` grid per pixel over the
-object's bounding box only, and the pixel is blended ``background + coverage * (colour - background)``;
-a fully covered pixel is therefore exactly the palette colour.
+object's bounding box only, and the pixel is blended
+``background + coverage * (colour - background)``; a fully covered pixel is therefore exactly the
+palette colour.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def _inside(shape: str, dx: np.ndarray, dy: np.ndarray, size: float) -> np.ndarr
     if shape == "triangle":
         height = size * TRIANGLE_HEIGHT
         from_apex = dy + 2.0 * height / 3.0
-        return (from_apex >= 0.0) & (from_apex <= height) & (np.abs(dx) <= from_apex * half / height)
+        within = np.abs(dx) <= from_apex * (half / height)
+        return (from_apex >= 0.0) & (from_apex <= height) & within
     if shape == "star":
         return _inside_star(dx, dy, half)
     raise ParameterError(f"scene: unknown shape {shape!r}")
@@ -70,7 +72,8 @@ def shape_coverage(shape: str, size: float, cx: float, cy: float, x0: int, y0: i
     xs = (np.arange(x0, x0 + width)[:, None] + offsets[None, :]).ravel() - cx
     ys = (np.arange(y0, y0 + height)[:, None] + offsets[None, :]).ravel() - cy
     inside = _inside(shape, xs[None, :], ys[:, None], size)
-    return inside.reshape(height, supersample, width, supersample).mean(axis=(1, 3))
+    counts = inside.reshape(height, supersample, width, supersample).sum(axis=(1, 3))
+    return counts * (1.0 / (supersample * supersample))
 
 
 def _draw(canvas: np.ndarray, obj: SceneObject, background: np.ndarray, supersample: int) -> None:
@@ -85,8 +88,8 @@ def _draw(canvas: np.ndarray, obj: SceneObject, background: np.ndarray, supersam
                               x1 - x0, y1 - y0, supersample)
     colour = np.asarray(PALETTE[obj.colour], dtype=np.float64)
     region = canvas[y0:y1, x0:x1]
-    covered = coverage > 0.0
-    region[covered] = background + coverage[covered, None] * (colour - background)
+    blend = background + coverage[..., None] * (colour - background)
+    region[...] = np.where(coverage[..., None] > 0.0, blend, region)
 
 
 def render(scene: Scene, size: int = 64, supersample: int = 4) -> np.ndarray:

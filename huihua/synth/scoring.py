@@ -70,7 +70,8 @@ def _judge_objects(spec: CaptionSpec, found: Detections) -> tuple[bool, str]:
             return True, "all objects found"
         a, b = (found.objects[i] for i in chosen)
         if relation_holds((a.cx, a.cy), (b.cx, b.cy), spec.relation):
-            return True, f"{_describe(spec.objects[0])} is {spec.relation} {_describe(spec.objects[1])}"
+            return True, (f"{_describe(spec.objects[0])} is {spec.relation} "
+                          f"{_describe(spec.objects[1])}")
     if spec.relation is not None:
         return False, (f"{_describe(spec.objects[0])} is not {spec.relation} "
                        f"{_describe(spec.objects[1])}")

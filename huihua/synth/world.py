@@ -59,7 +59,10 @@ class Heldout:
 
     def holds_scene(self, scene: Scene) -> bool:
         """Whether a picture shows any held-out composition (relations with the eval margin)."""
-        objs = scene.objects
+        return self.holds_objects(scene.objects)
+
+    def holds_objects(self, objs: tuple[SceneObject, ...]) -> bool:
+        """Whether these objects show any held-out composition."""
         if any(self.holds_pair(o.colour, o.shape) for o in objs):
             return True
         for shape_a, relation, shape_b in self.relations:
@@ -162,7 +165,8 @@ def _claims_for(rng: np.random.Generator, category: str,
         second = _choice(rng, [s for s in SHAPES if s != first])
         return _pair_claims(rng, (first, second), (None, None)), None
     if category == "color_attr":
-        (colour_a, shape_a), (colour_b, shape_b) = _forced_pair(rng, forced), _forced_pair(rng, False)
+        colour_a, shape_a = _forced_pair(rng, forced)
+        colour_b, shape_b = _forced_pair(rng, False)
         while (colour_a, shape_a) == (colour_b, shape_b):
             colour_b = _choice(rng, COLOURS)
         if rng.random() < 0.5:
@@ -181,7 +185,7 @@ def sample_spec(rng: np.random.Generator, split: str = "train",
     if category is None:
         category = _choice(rng, HELDOUT_CATEGORIES if heldout else CATEGORIES)
     if heldout and category not in HELDOUT_CATEGORIES:
-        raise ParameterError(f"category: the heldout split has only {', '.join(HELDOUT_CATEGORIES)}")
+        raise ParameterError(f"category: the heldout split has {', '.join(HELDOUT_CATEGORIES)}")
     for _ in range(_SPEC_TRIES):
         claims, relation = _claims_for(rng, category, forced=heldout)
         claimed = {c.colour for c in claims}
@@ -193,7 +197,8 @@ def sample_spec(rng: np.random.Generator, split: str = "train",
     raise HuihuaError(f"world: no {split} caption of category {category} found")  # unreachable
 
 
-def _centroid_box(shape: str, size: float, position: str | None) -> tuple[float, float, float, float]:
+def _centroid_box(shape: str, size: float,
+                  position: str | None) -> tuple[float, float, float, float]:
     """(x_lo, x_hi, y_lo, y_hi) where the centroid may go: inside the canvas and the position."""
     left, top, right, bottom = shape_extent(shape, size)
     x_lo, x_hi = left + CANVAS_MARGIN, 1.0 - right - CANVAS_MARGIN
@@ -262,7 +267,8 @@ def _object_kinds(rng: np.random.Generator, spec: CaptionSpec, background: str,
             if size_class is None:
                 size_class = "large" if rng.random() < _P_LARGE.get(n_objects, 0.25) else "small"
             lo, hi = SIZE_RANGES[size_class]
-            kinds.append((claim.shape, colour, lo + (hi - lo) * float(rng.random()), claim.position))
+            size = lo + (hi - lo) * float(rng.random())
+            kinds.append((claim.shape, colour, size, claim.position))
     return kinds
 
 
@@ -294,7 +300,7 @@ def _place(rng: np.random.Generator, kinds: list[tuple[str, str, float, str | No
             placed[i] = obj
         else:
             objects = tuple(placed[i] for i in range(len(kinds)))
-            if split != "train" or not HELDOUT.holds_scene(Scene("black", objects)):
+            if split != "train" or not HELDOUT.holds_objects(objects):
                 return objects
     return None
 
