@@ -462,7 +462,7 @@ def test_sdxl_lora_on_sd1_is_refused_naming_what_did_not_fit():
           "lora_unet_down_blocks_9_attentions_0_proj_in.lora_down.weight": torch.zeros(1, 32)},
          "lora_unet_down_blocks_9_attentions_0_proj_in"),
         ({"lora_unet_conv_in.weird_tensor": torch.zeros(1)}, "lora_unet_conv_in.weird_tensor"),
-        ({"lora_unet_conv_in.lora_up.weight": torch.zeros(32, 1, 1, 1)}, "only one of its up/down"),
+        ({"lora_unet_conv_out.lora_up.weight": torch.zeros(4, 1, 1, 1)}, "only one of its up/down"),
         ({"lora_unet_conv_in.lora_up.weight": torch.zeros(32, 1, 1, 1),
           "lora_unet_conv_in.lora_down.weight": torch.zeros(1, 4, 3, 3),
           "lora_unet_conv_in.dora_scale": torch.zeros(32, 1, 1, 1)}, "DoRA"),
