@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
     from huihua.checkpoints.tokenizer import CLIPTokenizer
     from huihua.diffusion.parametrization import ModelSampling
+    from huihua.pipelines.hooks import PipelineHooks
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Engine:
         dtype: torch.dtype,
         path: Path,
         vae_path: Path | None = None,
+        hooks: PipelineHooks | None = None,
     ) -> None:
         self.spec = spec
         self.unet = unet
@@ -65,6 +68,8 @@ class Engine:
         self.dtype = dtype
         self.path = path
         self.vae_path = vae_path
+        # What generations may call outside the pipelines: LoRA/embedding folders, upscalers, refiners.
+        self.hooks = hooks
         self._hashes: dict[Path, str] = {}
 
     @cached_property
@@ -105,6 +110,8 @@ class Engine:
         """Text-to-image (and the other pipelines via their parameters); see ``GenerationParams``."""
         from huihua.pipelines.generate import generate
 
+        if self.hooks is not None:
+            kwargs.setdefault("hooks", self.hooks)
         return generate(self, **kwargs)
 
     def unload(self) -> None:
@@ -122,8 +129,14 @@ def load(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     prediction: str | None = None,
+    lora_dirs: Sequence[str | Path] = (),
+    embedding_dirs: Sequence[str | Path] = (),
 ) -> Engine:
-    """Load a single-file checkpoint (.safetensors/.ckpt) or a diffusers folder into an :class:`Engine`."""
+    """Load a single-file checkpoint (.safetensors/.ckpt) or a diffusers folder into an :class:`Engine`.
+
+    ``lora_dirs`` / ``embedding_dirs`` are searched by name for ``<lora:name:w>`` and embedding
+    names in prompts.
+    """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     loaded = load_checkpoint(path, vae=vae, device=dev, dtype=dt, prediction=prediction)
@@ -136,4 +149,15 @@ def load(
         dtype=dt,
         path=Path(path),
         vae_path=Path(vae) if vae else None,
+        hooks=_hooks(lora_dirs, embedding_dirs),
     )
+
+
+def _hooks(lora_dirs: Sequence[str | Path], embedding_dirs: Sequence[str | Path]) -> PipelineHooks | None:
+    """Pipeline hooks over the adapter folders (None: the pipelines' defaults, no adapters)."""
+    if not lora_dirs and not embedding_dirs:
+        return None
+    from huihua.adapters.lora_networks import FolderNetworks
+    from huihua.pipelines.hooks import PipelineHooks
+
+    return PipelineHooks(networks=FolderNetworks(lora_dirs, embedding_dirs))

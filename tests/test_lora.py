@@ -58,6 +58,9 @@ TEXT_CONFIGS = {
 class TinyModel(SimpleNamespace):
     """spec, unet, text_encoders, targets of one tiny seeded model (an Engine look-alike)."""
 
+    __eq__ = object.__eq__  # identity, like Engine (hashable: usable as a weak dictionary key)
+    __hash__ = object.__hash__
+
 
 def tiny_model(family: str = "sd1", seed: int = 0, dtype: torch.dtype = torch.float32) -> TinyModel:
     """Seeded tiny UNet + text encoders shaped like ``family`` (sd1, sd2, sdxl), in eval mode."""
@@ -365,6 +368,9 @@ def test_sd1_names_agree_with_diffusers_conversion():
     converted, alphas = to_diffusers(dict(plain))
     assert not alphas
     _same_patches(ours, lora_from_tensors(converted, model.targets, "diffusers"))
+    # attention-processor files saved by old diffusers carry no "unet." prefix
+    bare = {k.removeprefix("unet."): v for k, v in converted.items()}
+    _same_patches(ours, lora_from_tensors(bare, model.targets, "attn_procs"))
     # PEFT layout (lora_A / lora_B) with diffusers' LoRA metadata carrying lora_alpha.
     scaled = _sd1_kohya(alpha=2.0)
     ours = lora_from_tensors(scaled, model.targets, "kohya")
@@ -505,6 +511,10 @@ def test_load_lora_from_safetensors_and_pickle(tmp_path):
     b = load_lora(tmp_path / "style_pt.pt", model.targets)
     assert a.name == "style" and a.metadata["ss_output_name"] == "style" and b.name == "style_pt"
     _same_patches(a, b)
+    bundled = torch.randn(2, 24)
+    save_file(sd | {"bundle_emb.inkstyle.string_to_param.*": bundled}, str(tmp_path / "bundle.safetensors"))
+    (emb,) = load_lora(tmp_path / "bundle.safetensors", model.targets).embeddings
+    assert emb.name == "inkstyle" and torch.equal(emb.vectors["*"], bundled)
     torch.save({**sd, "evil": _NotATensor()}, tmp_path / "evil.pt")
     with pytest.raises(UnsafePickleError):
         load_lora(tmp_path / "evil.pt", model.targets)

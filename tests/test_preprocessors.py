@@ -151,3 +151,16 @@ def test_input_forms_and_unknown_names():
     for name in PREPROCESSORS:
         if name != "inpaint_only":
             assert preprocess(name, _noise(32, 32)).size == (32, 32) or name == "tile_resample"
+
+
+def test_params_are_validated_and_bool_masks_work():
+    with pytest.raises(ParameterError, match="line_votes"):
+        PreprocessorParams(line_votes=0)
+    with pytest.raises(ParameterError, match="resolution"):
+        PreprocessorParams(resolution=0)
+    hole = np.zeros((8, 12), bool)
+    hole[2:4] = True
+    out = preprocess("inpaint_only", _noise(8, 12), PreprocessorParams(resolution=16), mask=hole)
+    alpha = np.asarray(out)[:, :, 3]
+    assert out.size == (24, 16) and set(np.unique(alpha)) == {0, 255}
+    assert (alpha[4:8] == 255).all() and (alpha[12:] == 0).all()

@@ -173,3 +173,14 @@ def test_latent_modes():
     assert torch.equal(nearest[0, 0, ::2, ::2], z[0, 0])
     with pytest.raises(ParameterError, match="Latent \\(bicubic\\)"):
         upscale_latents(z, (8, 8), "bogus")
+
+
+def test_one_x_model_runs_once():
+    net = _tiny_rrdb(2, 4)  # Real-ESRGAN-style 1x: unshuffle by 4, two 2x stages
+    up = build_upscaler(dict(net.state_dict()))
+    img = Image.fromarray((np.random.default_rng(1).random((12, 16, 3)) * 255).astype(np.uint8))
+    out = upscale(img, up, tile=0)
+    assert up.scale == 1 and out.size == img.size
+    with torch.no_grad():
+        ref = net(pil_to_tensor(img)).clamp(0, 1).mul(255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
+    assert np.array_equal(np.asarray(out), ref)  # the net did run

@@ -34,7 +34,7 @@ from huihua.adapters.lora_formats import (
     factors_from_group,
 )
 from huihua.adapters.lora_keys import LoraTarget, LoraTargets, ModuleTarget
-from huihua.adapters.textual_inversion import Embedding
+from huihua.adapters.textual_inversion import Embedding, embedding_from_tensors
 from huihua.checkpoints.io import open_source
 from huihua.errors import CheckpointError
 
@@ -189,7 +189,9 @@ def _family_hint(metadata: Mapping[str, str]) -> str:
     return f"; its metadata says it was trained for {base}" if base else ""
 
 
-def _patches_of(module: str, group: dict[str, Tensor], target: ModuleTarget, where: str) -> tuple[list[LoraPatch], list[str]]:
+def _patches_of(
+    module: str, group: dict[str, Tensor], target: ModuleTarget, where: str
+) -> tuple[list[LoraPatch], list[str]]:
     """The weight (and ``diff_b`` bias) patches of one module, and shape misfits as messages."""
     patches, misfits = [], []
     bias = group.pop("diff_b", None)
@@ -237,10 +239,12 @@ def lora_from_tensors(
     if unmatched or misfits:
         parts = []
         if unmatched:
-            parts.append(f"{len(unmatched)} of {len(groups)} modules match nothing, e.g. {'; '.join(unmatched[:_SHOWN])}")
+            shown = "; ".join(unmatched[:_SHOWN])
+            parts.append(f"{len(unmatched)} of {len(groups)} modules match nothing, e.g. {shown}")
         if misfits:
             parts.append(f"{len(misfits)} modules have the wrong shape, e.g. {'; '.join(misfits[:_SHOWN])}")
-        raise CheckpointError(f"{where} does not fit this {targets.family} model: {'; '.join(parts)}{_family_hint(meta)}")
+        what = "; ".join(parts)
+        raise CheckpointError(f"{where} does not fit this {targets.family} model: {what}{_family_hint(meta)}")
     if not patches and not bundled:
         raise CheckpointError(f"{where}: contains no LoRA weights")
     return LoraPatchSet(name, path, targets.family, tuple(patches), _bundled_embeddings(bundled, where), meta)
@@ -248,8 +252,6 @@ def lora_from_tensors(
 
 def _bundled_embeddings(tensors: Mapping[str, Tensor], where: str) -> tuple[Embedding, ...]:
     """A1111's ``bundle_emb.<name>.<key>`` tensors as embeddings."""
-    from huihua.adapters.textual_inversion import embedding_from_tensors
-
     by_name: dict[str, dict[str, Tensor]] = {}
     for key, value in tensors.items():
         name, _, rest = key[len(_BUNDLE) :].partition(".")

@@ -281,7 +281,9 @@ def _lokr(w: LokrFactors, dev: torch.device | None) -> Tensor:
     return torch.kron(w1, w2)
 
 
-def delta(w: PatchFactors, shape: tuple[int, ...], device: torch.device | None = None, dyn: int | None = None) -> Tensor:
+def delta(
+    w: PatchFactors, shape: tuple[int, ...], device: torch.device | None = None, dyn: int | None = None
+) -> Tensor:
     """The float32 weight difference (already scaled by alpha/rank, not by the user's weight).
 
     ``dyn`` keeps only the first ``dyn`` ranks of a plain LoRA (the scale still uses the full rank).

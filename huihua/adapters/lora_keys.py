@@ -112,7 +112,10 @@ def _row_numbers(shape: torch.Size) -> Tensor:
     return rows.view(-1, *([1] * (len(shape) - 1))).expand(shape)
 
 
-def _hf_parts(name: str, param: Tensor, layout: TextLayout) -> list[tuple[str, tuple[int, int] | None, bool, tuple[int, ...]]]:
+_Part = tuple[str, tuple[int, int] | None, bool, tuple[int, ...]]  # (hf name, rows, transposed, shape)
+
+
+def _hf_parts(name: str, param: Tensor, layout: TextLayout) -> list[_Part]:
     """transformers names of one of our text-encoder parameters, with row range and transposition."""
     from huihua.checkpoints.diffusers.clip import ldm_clip_to_hf
 

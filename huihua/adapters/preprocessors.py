@@ -44,6 +44,18 @@ class PreprocessorParams:
     down_sampling_rate: float = 1.0  # ``tile_resample``
     blur_sigma: float = 9.0  # ``blur_gaussian``
 
+    def __post_init__(self) -> None:
+        if self.resolution is not None and self.resolution < 1:
+            raise ParameterError(f"resolution: must be positive, got {self.resolution}")
+        for name in ("line_votes", "line_width", "palette_cell", "shuffle_cell"):
+            if getattr(self, name) < 1:
+                raise ParameterError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        for name in ("canny_low", "canny_high", "line_min_length", "line_max_gap", "blur_sigma"):
+            if getattr(self, name) < 0:
+                raise ParameterError(f"{name}: must not be negative, got {getattr(self, name)}")
+        if self.down_sampling_rate <= 0:
+            raise ParameterError(f"down_sampling_rate: must be positive, got {self.down_sampling_rate}")
+
 
 def _cv2() -> ModuleType:
     try:
@@ -82,8 +94,6 @@ def resize_short_side(img: np.ndarray, resolution: int | None) -> np.ndarray:
     """Resize so the shortest side is ``resolution`` (area filter to shrink, cubic to enlarge)."""
     if resolution is None:
         return img
-    if resolution < 1:
-        raise ParameterError(f"resolution: must be positive, got {resolution}")
     h, w = img.shape[:2]
     k = resolution / min(h, w)
     if k == 1:
@@ -145,8 +155,6 @@ def color(img: np.ndarray, params: PreprocessorParams) -> np.ndarray:
     cv2 = _cv2()
     h, w = img.shape[:2]
     cell = params.palette_cell
-    if cell < 1:
-        raise ParameterError(f"palette_cell: must be positive, got {cell}")
     small = cv2.resize(img, (max(1, w // cell), max(1, h // cell)), interpolation=cv2.INTER_CUBIC)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
 
@@ -164,8 +172,6 @@ def shuffle(img: np.ndarray, params: PreprocessorParams) -> np.ndarray:
     """Content shuffle: every pixel is fetched from a smooth random place in the image (seeded)."""
     cv2 = _cv2()
     h, w = img.shape[:2]
-    if params.shuffle_cell < 1:
-        raise ParameterError(f"shuffle_cell: must be positive, got {params.shuffle_cell}")
     rng = np.random.default_rng(params.seed)
     map_x = (_noise_disk(rng, h, w, params.shuffle_cell) * (w - 1)).astype(np.float32)
     map_y = (_noise_disk(rng, h, w, params.shuffle_cell) * (h - 1)).astype(np.float32)
@@ -201,26 +207,39 @@ def none(img: np.ndarray, params: PreprocessorParams) -> np.ndarray:
 
 def _mask_array(mask: ImageLike, size: tuple[int, int]) -> np.ndarray:
     """Any mask image -> bool (H, W), True where to inpaint (above half intensity), at ``size`` (W, H)."""
+    if isinstance(mask, np.ndarray) and mask.dtype == np.bool_:
+        mask = mask.astype(np.uint8) * 255
     m = mask.convert("L") if isinstance(mask, Image.Image) else Image.fromarray(to_rgb_array(mask)).convert("L")
     if m.size != size:
         m = m.resize(size, resample=Image.Resampling.NEAREST)
     return np.asarray(m) > 127
 
 
+def _colour_and_alpha(image: ImageLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """Colour channels (H, W, 3) as stored, without compositing, and the alpha channel if there is one."""
+    if isinstance(image, Image.Image):
+        has_alpha = "A" in image.getbands()
+        arr = np.asarray(image.convert("RGBA" if has_alpha else "RGB"))
+    else:
+        arr = np.asarray(image)
+        if arr.dtype != np.uint8:
+            raise ParameterError(f"image: expected uint8 pixels, got {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        return np.ascontiguousarray(arr[:, :, :3]), arr[:, :, 3]
+    return to_rgb_array(arr), None
+
+
 def inpaint_only(image: ImageLike, mask: ImageLike | None = None, resolution: int | None = None) -> Image.Image:
     """Inpaint control map as RGBA: the image's colours, alpha 255 where to inpaint (from ``mask`` or alpha)."""
-    if mask is None:
-        if not (isinstance(image, Image.Image) and "A" in image.getbands()) and not (
-            isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 4
-        ):
-            raise ParameterError("mask: inpaint_only needs a mask, or an image whose alpha channel is the mask")
-        rgba = np.asarray(image.convert("RGBA")) if isinstance(image, Image.Image) else image
-        rgb, hole = np.ascontiguousarray(rgba[:, :, :3]), rgba[:, :, 3] > 127
-    else:
-        rgb = to_rgb_array(image[:, :, :3] if isinstance(image, np.ndarray) and image.ndim == 3 else image)
+    rgb, alpha = _colour_and_alpha(image)
+    if mask is not None:
         hole = _mask_array(mask, (rgb.shape[1], rgb.shape[0]))
-    alpha = hole.astype(np.uint8) * 255
-    rgb, alpha = resize_short_side(rgb, resolution), resize_short_side(_gray3(alpha), resolution)[:, :, 0]
+    elif alpha is not None:
+        hole = alpha > 127
+    else:
+        raise ParameterError("mask: inpaint_only needs a mask, or an image whose alpha channel is the mask")
+    rgb = resize_short_side(rgb, resolution)
+    alpha = resize_short_side(_gray3(hole * 255), resolution)[:, :, 0]
     alpha = np.where(alpha > 127, 255, 0).astype(np.uint8)
     return Image.fromarray(np.concatenate([rgb, alpha[:, :, None]], axis=2))
 

@@ -121,6 +121,7 @@ class ModelSampling:
 
 def sigma_to_t(log_sigmas: Tensor, sigma: Tensor, quantize: bool = False) -> Tensor:
     """Timesteps for ``sigma`` given the increasing table ``log_sigmas`` (T,), on the table's device."""
+    log_sigmas = log_sigmas.to(torch.promote_types(log_sigmas.dtype, sigma.dtype))
     log_sigma = sigma.to(log_sigmas.dtype).log()
     if quantize:
         return (log_sigma.reshape(-1, 1) - log_sigmas).abs().argmin(dim=1).reshape(sigma.shape).to(sigma.dtype)
@@ -134,11 +135,13 @@ def sigma_to_t(log_sigmas: Tensor, sigma: Tensor, quantize: bool = False) -> Ten
 
 def t_to_sigma(log_sigmas: Tensor, t: Tensor) -> Tensor:
     """Sigmas at fractional timesteps ``t`` (clamped to [0, T-1]) from the table ``log_sigmas``."""
+    dtype = t.dtype if t.is_floating_point() else log_sigmas.dtype
+    log_sigmas = log_sigmas.to(torch.promote_types(log_sigmas.dtype, dtype))
     t = t.to(log_sigmas.dtype).clamp(0, log_sigmas.numel() - 1)
     low = t.floor().long()
     high = t.ceil().long()
     w = t - low.to(t.dtype)
-    return ((1 - w) * log_sigmas[low] + w * log_sigmas[high]).exp()
+    return ((1 - w) * log_sigmas[low] + w * log_sigmas[high]).exp().to(dtype)
 
 
 def scalings(prediction: Prediction, sigma: Tensor, sigma_data: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from huihua.nn.layers import add_, group_norm
+from huihua.nn.layers import add_, group_norm, mul_
 
 TRANSFORMER_NORM_EPS = 1e-6  # the SpatialTransformer's GroupNorm (LDM ``Normalize``)
 
@@ -58,7 +58,7 @@ class GEGLU(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(..., dim_in) -> (..., dim_out)."""
         value, gate = self.proj(x).chunk(2, dim=-1)
-        return value * F.gelu(gate)
+        return mul_(F.gelu(gate), value)
 
 
 class FeedForward(nn.Module):
@@ -120,20 +120,20 @@ class SpatialTransformer(nn.Module):
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
         """x (B, C, H, W), context (B, M, context_dim) -> (B, C, H, W)."""
-        b, _, height, width = x.shape
-        h = self.norm(x)
-        if not self.use_linear:
-            h = self.proj_in(h)
-        # (B, C, H, W) -> (B, H*W, C): free for channels-last tensors, one copy otherwise.
-        h = h.permute(0, 2, 3, 1).reshape(b, height * width, -1)
-        if self.use_linear:
-            h = self.proj_in(h)
+        b, c, height, width = x.shape
+        # (B, C, H, W) -> (B, H*W, C): one copy (none for channels-last input). SD1's 1x1 conv
+        # projections are applied as the Linear they are, so tokens never go back and forth.
+        h = self.norm(x).permute(0, 2, 3, 1).reshape(b, height * width, c)
+        h = _pointwise(self.proj_in, h)
         for block in self.transformer_blocks:
             h = block(h, context)
-        if self.use_linear:
-            h = self.proj_out(h)
-        # Back to (B, C, H, W) as a channels-last view: no copy; convolutions accept either layout.
-        h = h.view(b, height, width, -1).permute(0, 3, 1, 2)
-        if not self.use_linear:
-            h = self.proj_out(h)
-        return add_(h, x)
+        h = _pointwise(self.proj_out, h)
+        # The residual add writes the result in x's layout, so it doubles as the layout change.
+        return x + h.view(b, height, width, c).permute(0, 3, 1, 2)
+
+
+def _pointwise(layer: nn.Module, tokens: Tensor) -> Tensor:
+    """Apply a Linear, or a 1x1 Conv2d as the equivalent Linear, to (B, N, C) tokens."""
+    if isinstance(layer, nn.Conv2d):
+        return F.linear(tokens, layer.weight.flatten(1), layer.bias)
+    return layer(tokens)

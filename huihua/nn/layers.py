@@ -14,6 +14,10 @@ from torch import Tensor, nn
 
 UNET_NORM_GROUPS = 32
 UNET_NORM_EPS = 1e-5
+# On CPU, oneDNN re-lays-out a convolution's weight on every call. When the weight is much larger
+# than the output (deep, low-resolution layers), an explicit im2col + GEMM is faster (about 2x for
+# SD's 1280-channel 3x3 convs at 8x8 and below); the crossover measured near this weight/output ratio.
+GEMM_CONV_MIN_RATIO = 20.0
 
 
 def timestep_embedding(timesteps: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -25,6 +29,33 @@ def timestep_embedding(timesteps: Tensor, dim: int, max_period: float = 10000.0)
     if dim % 2:
         emb = F.pad(emb, (0, 1))
     return emb
+
+
+def conv2d(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """``conv(x)``; on CPU in fp32, low-resolution convolutions run as im2col + batched GEMM."""
+    weight = conv.weight
+    plain = conv.groups == 1 and conv.dilation == (1, 1) and conv.padding_mode == "zeros"
+    if not plain or not isinstance(conv.padding, tuple) or x.device.type != "cpu" or x.dtype != torch.float32:
+        return conv(x)
+    if not x.is_contiguous():
+        return conv(x)
+    b, c_in, height, width = x.shape
+    c_out, _, kh, kw = weight.shape
+    (sh, sw), (ph, pw) = conv.stride, conv.padding
+    out_h, out_w = (height + 2 * ph - kh) // sh + 1, (width + 2 * pw - kw) // sw + 1
+    pointwise = (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0)
+    if not pointwise and c_in * kh * kw < GEMM_CONV_MIN_RATIO * b * out_h * out_w:
+        return conv(x)
+    if pointwise:
+        cols = x.view(b, c_in, height * width)
+    else:
+        cols = F.unfold(x, (kh, kw), padding=(ph, pw), stride=(sh, sw))  # (B, C_in*kh*kw, L)
+    w2d = weight.reshape(c_out, -1).expand(b, -1, -1)
+    if conv.bias is None:
+        out = torch.bmm(w2d, cols)
+    else:
+        out = torch.baddbmm(conv.bias[None, :, None].expand(b, -1, cols.shape[-1]), w2d, cols)
+    return out.view(b, c_out, out_h, out_w)
 
 
 def inplace_ok(x: Tensor) -> bool:
@@ -43,6 +74,13 @@ def add_(out: Tensor, other: Tensor) -> Tensor:
     if inplace_ok(out):
         return out.add_(other)
     return out + other
+
+
+def mul_(out: Tensor, other: Tensor) -> Tensor:
+    """``out * other``, computed into ``out`` when autograd allows."""
+    if inplace_ok(out):
+        return out.mul_(other)
+    return out * other
 
 
 def group_norm(channels: int, eps: float = UNET_NORM_EPS) -> nn.GroupNorm:
@@ -72,10 +110,11 @@ class ResBlock(nn.Module):
 
     def forward(self, x: Tensor, emb_act: Tensor) -> Tensor:
         """x (B, C, H, W), emb_act = SiLU(time embedding) (B, E) -> (B, C_out, H, W)."""
-        h = self.in_layers[2](norm_silu(self.in_layers[0], x))
+        h = conv2d(self.in_layers[2], norm_silu(self.in_layers[0], x))
         h = add_(h, self.emb_layers[1](emb_act)[:, :, None, None])
-        h = self.out_layers[3](self.out_layers[2](norm_silu(self.out_layers[0], h)))
-        return add_(h, self.skip_connection(x))
+        h = conv2d(self.out_layers[3], self.out_layers[2](norm_silu(self.out_layers[0], h)))
+        skip = x if isinstance(self.skip_connection, nn.Identity) else conv2d(self.skip_connection, x)
+        return add_(h, skip)
 
 
 class Downsample(nn.Module):
@@ -87,7 +126,7 @@ class Downsample(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, C, H/2, W/2)."""
-        return self.op(x)
+        return conv2d(self.op, x)
 
 
 class Upsample(nn.Module):
@@ -103,4 +142,4 @@ class Upsample(nn.Module):
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         else:
             x = F.interpolate(x, size=size, mode="nearest")
-        return self.conv(x)
+        return conv2d(self.conv, x)

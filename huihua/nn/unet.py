@@ -43,8 +43,8 @@ def _check_config(cfg: UNetConfig) -> None:
         raise ParameterError("UNetConfig: set exactly one of num_heads and num_head_channels")
 
 
-class UNetModel(nn.Module):
-    """Noise-prediction UNet: forward(x, timesteps, context, y, control) -> eps or v."""
+class UNetEncoder(nn.Module):
+    """The parts the UNet shares with its ControlNet: time/label embedding, input blocks, middle block."""
 
     def __init__(self, cfg: UNetConfig) -> None:
         super().__init__()
@@ -59,7 +59,7 @@ class UNetModel(nn.Module):
             )
 
         self.input_blocks = nn.ModuleList([TimestepEmbedSequential([nn.Conv2d(cfg.in_channels, mc, 3, padding=1)])])
-        skip_channels = [mc]
+        skip_channels = [mc]  # output width of each input block
         ch = mc
         for level, mult in enumerate(cfg.channel_mult):
             for _ in range(cfg.num_res_blocks):
@@ -71,23 +71,12 @@ class UNetModel(nn.Module):
             if level != len(cfg.channel_mult) - 1:
                 self.input_blocks.append(TimestepEmbedSequential([Downsample(ch)]))
                 skip_channels.append(ch)
+        self.skip_channels: tuple[int, ...] = tuple(skip_channels)
 
         middle: list[nn.Module] = [ResBlock(ch, emb_dim, ch)]
         middle += self._attention(ch, cfg.transformer_depth_middle)
         middle.append(ResBlock(ch, emb_dim, ch))
         self.middle_block = TimestepEmbedSequential(middle)
-
-        self.output_blocks = nn.ModuleList()
-        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
-            for i in range(cfg.num_res_blocks + 1):
-                layers = [ResBlock(ch + skip_channels.pop(), emb_dim, mc * mult)]
-                ch = mc * mult
-                layers += self._attention(ch, cfg.transformer_depth[level])
-                if level and i == cfg.num_res_blocks:
-                    layers.append(Upsample(ch))
-                self.output_blocks.append(TimestepEmbedSequential(layers))
-
-        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(mc, cfg.out_channels, 3, padding=1))
 
     def _attention(self, channels: int, depth: int) -> list[nn.Module]:
         """A SpatialTransformer of ``depth`` blocks, or nothing when depth is 0."""
@@ -106,10 +95,32 @@ class UNetModel(nn.Module):
         emb = self.time_embed[2](F.silu(self.time_embed[0](t_emb)))
         if self.cfg.adm_in_channels is not None:
             if y is None:
-                raise ParameterError("UNetModel.forward: y (label vector) is required by this model (SDXL)")
+                raise ParameterError(f"{type(self).__name__}.forward: y (label vector) is required by this model (SDXL)")
             mlp = self.label_emb[0]
             emb = emb + mlp[2](F.silu(mlp[0](y.to(weight.dtype))))
         return emb
+
+
+class UNetModel(UNetEncoder):
+    """Noise-prediction UNet: forward(x, timesteps, context, y, control) -> eps or v."""
+
+    def __init__(self, cfg: UNetConfig) -> None:
+        super().__init__(cfg)
+        mc = cfg.model_channels
+        emb_dim = mc * 4
+        skip_channels = list(self.skip_channels)
+        ch = skip_channels[-1]
+        self.output_blocks = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            for i in range(cfg.num_res_blocks + 1):
+                layers: list[nn.Module] = [ResBlock(ch + skip_channels.pop(), emb_dim, mc * mult)]
+                ch = mc * mult
+                layers += self._attention(ch, cfg.transformer_depth[level])
+                if level and i == cfg.num_res_blocks:
+                    layers.append(Upsample(ch))
+                self.output_blocks.append(TimestepEmbedSequential(layers))
+
+        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(mc, cfg.out_channels, 3, padding=1))
 
     def forward(
         self,

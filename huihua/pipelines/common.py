@@ -1,9 +1,9 @@
-"""Pieces every pipeline shares: seeds and noise, SDXL size conditioning, guidance, sampling, decoding."""
+"""Pieces every pipeline shares: latent shapes, SDXL size conditioning, sampling, VAE encode and decode."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -13,17 +13,12 @@ from PIL import Image
 from huihua.nn.layers import timestep_embedding
 
 if TYPE_CHECKING:
-    from huihua.engine import Engine, PromptEmbedding
-    from huihua.pipelines.params import GenerationParams
+    from huihua.diffusion.noise import NoiseSampler
+    from huihua.engine import Engine
 
 SamplerCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+StepHook = Callable[[int, torch.Tensor, torch.Tensor, float], None]
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def resolve_seeds(seed: int, count: int) -> list[int]:
-    """``count`` consecutive seeds starting at ``seed``; -1 picks a random start."""
-    start = secrets.randbelow(2**32 - count) if seed == -1 else seed
-    return [start + k for k in range(count)]
 
 
 def latent_shape(engine: Engine, width: int, height: int) -> tuple[int, int, int]:
@@ -32,20 +27,24 @@ def latent_shape(engine: Engine, width: int, height: int) -> tuple[int, int, int
     return engine.spec.latent_channels, height // f, width // f
 
 
-def initial_noise(engine: Engine, seeds: Sequence[int], width: int, height: int) -> torch.Tensor:
-    """Gaussian noise, one CPU generator per image, so a seed paints the same picture on any device."""
-    from huihua.diffusion.noise import seeded_randn
+@dataclass(frozen=True)
+class SizeCond:
+    """SDXL micro-conditioning: original size, crop corner, target size (pixels), refiner scores."""
 
-    return seeded_randn((len(seeds), *latent_shape(engine, width, height)), seeds, engine.device, engine.dtype)
+    original: tuple[int, int]  # (height, width)
+    crop: tuple[int, int]  # (top, left)
+    target: tuple[int, int]  # (height, width)
+    aesthetic_score: float = 6.0
+    negative_aesthetic_score: float = 2.5
 
 
-def sdxl_label(engine: Engine, pooled: torch.Tensor, width: int, height: int,
-               crop: tuple[int, int] = (0, 0), aesthetic_score: float = 6.0) -> torch.Tensor:
-    """SDXL's ``y``: pooled text embedding + sinusoidal embeddings of sizes, crop (and score for the refiner)."""
-    if engine.spec.family == "sdxl":
-        numbers = [height, width, crop[0], crop[1], height, width]
-    else:  # refiner: original size, crop, aesthetic score
-        numbers = [height, width, crop[0], crop[1], aesthetic_score]
+def sdxl_label(engine: Engine, pooled: torch.Tensor, size: SizeCond, negative: bool = False) -> torch.Tensor:
+    """SDXL's ``y``: pooled text + sinusoidal embeddings of sizes and crop (refiner: and the aesthetic score)."""
+    if engine.spec.family == "sdxl_refiner":
+        score = size.negative_aesthetic_score if negative else size.aesthetic_score
+        numbers: list[float] = [*size.original, *size.crop, score]
+    else:
+        numbers = [*size.original, *size.crop, *size.target]
     adm = engine.spec.unet.adm_in_channels or 0
     dim = (adm - pooled.shape[-1]) // len(numbers)
     t = torch.tensor(numbers, dtype=torch.float32, device=pooled.device)
@@ -53,106 +52,71 @@ def sdxl_label(engine: Engine, pooled: torch.Tensor, width: int, height: int,
     return torch.cat([pooled, emb.expand(pooled.shape[0], -1)], dim=-1)
 
 
-def _label(engine: Engine, emb: PromptEmbedding, p: GenerationParams) -> torch.Tensor | None:
-    if engine.spec.unet.adm_in_channels is None:
-        return None
-    assert emb.pooled is not None and p.width is not None and p.height is not None
-    return sdxl_label(engine, emb.pooled, p.width, p.height)
-
-
-def build_denoiser(
-    engine: Engine, cond: PromptEmbedding, uncond: PromptEmbedding | None, p: GenerationParams, batch: int
-) -> Denoiser:
-    """``denoise(x, sigma) -> x0`` with classifier-free guidance (one batched forward when shapes allow)."""
-    from huihua.diffusion.parametrization import make_denoiser
-
-    ms = engine.model_sampling
-    y_c = _label(engine, cond, p)
-
-    def expand(t: torch.Tensor | None, n: int) -> torch.Tensor | None:
-        return None if t is None else t.expand(n, *t.shape[1:])
-
-    def model_for(context: torch.Tensor, y: torch.Tensor | None) -> Denoiser:
-        def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            n = x.shape[0]
-            return engine.unet(x, t, expand(context, n), y=expand(y, n))
-
-        return make_denoiser(model, ms)
-
-    cond_d = model_for(cond.context, y_c)
-    if uncond is None:
-        return cond_d
-    y_u = _label(engine, uncond, p)
-    scale, rescale = p.cfg_scale, p.cfg_rescale
-    same = cond.context.shape == uncond.context.shape
-    if same:
-        ctx = torch.cat([cond.context.expand(batch, -1, -1), uncond.context.expand(batch, -1, -1)])
-        y = None if y_c is None else torch.cat([expand(y_c, batch), expand(y_u, batch)])
-        both_d = model_for(ctx, y)
-    uncond_d = model_for(uncond.context, y_u)
-
-    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        if same:
-            c, u = both_d(torch.cat([x, x]), torch.cat([sigma, sigma])).chunk(2)
-        else:
-            c, u = cond_d(x, sigma), uncond_d(x, sigma)
-        out = u + scale * (c - u)
-        if rescale > 0:  # "Common Diffusion Noise Schedules and Sample Steps are Flawed", eq. 15-16
-            dims = tuple(range(1, x.ndim))
-            ratio = c.std(dim=dims, keepdim=True) / out.std(dim=dims, keepdim=True)
-            out = rescale * out * ratio + (1 - rescale) * out
-        return out
-
-    return denoise
-
-
-def sample_latents(
-    engine: Engine,
+def sample(
+    sampler_name: str,
     denoise: Denoiser,
-    noise: torch.Tensor,
-    p: GenerationParams,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
     seeds: Sequence[int],
     *,
-    callback: SamplerCallback | None = None,
-    progress: bool = False,
+    eta: float | None = None,
+    on_step: StepHook | None = None,
+    noise_sampler: NoiseSampler | None = None,
 ) -> torch.Tensor:
-    """Run the chosen sampler and schedule from pure noise to clean latents."""
-    from huihua.diffusion import samplers, schedules
+    """Run ``sampler_name`` from x (already at ``sigmas[0]``) down ``sigmas``; returns clean latents."""
+    from huihua.diffusion import samplers
 
-    sigmas = schedules.get_sigmas(p.scheduler, steps=p.steps, model_sampling=engine.model_sampling,
-                                  sampler=p.sampler_name).to(noise.device)
-    x = noise * sigmas[0].to(noise.dtype)
-    bar = _progress_bar(len(sigmas) - 1) if progress else None
-
-    def on_step(step: int, x_: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor) -> None:
-        if bar is not None:
-            bar.update(1)
-        if callback is not None:
-            callback(step, x_, denoised, sigma)
-
-    try:
-        return samplers.sample(p.sampler_name, denoise, x, sigmas, callback=on_step, seeds=list(seeds),
-                               options=samplers.SamplerOptions(eta=p.eta))
-    finally:
-        if bar is not None:
-            bar.close()
+    return samplers.sample(sampler_name, denoise, x, sigmas.to(x.device), noise_sampler, on_step,
+                           seeds=list(seeds), options=samplers.SamplerOptions(eta=eta))
 
 
-def _progress_bar(total: int):
-    from tqdm.auto import tqdm
+def full_sigmas(engine: Engine, sampler_name: str, scheduler: str, steps: int) -> torch.Tensor:
+    """The schedule (steps+1 sigmas ending in 0) a sampler runs for ``steps`` steps."""
+    from huihua.diffusion import schedules
 
-    return tqdm(total=total, unit="step", dynamic_ncols=True, leave=False)
+    return schedules.get_sigmas(scheduler, steps=steps, model_sampling=engine.model_sampling, sampler=sampler_name)
 
 
-def decode_latents(engine: Engine, latents: torch.Tensor) -> list[Image.Image]:
-    """Unscale latents, decode with the VAE and convert to 8-bit RGB images."""
+def img2img_sigmas(engine: Engine, sampler_name: str, scheduler: str, steps: int, strength: float) -> torch.Tensor:
+    """The tail of the schedule img2img runs for denoising ``strength`` (A1111's step arithmetic)."""
+    from huihua.diffusion import schedules
+
+    return schedules.img2img_sigmas(lambda n: full_sigmas(engine, sampler_name, scheduler, n), steps, strength)
+
+
+def decode_latents(engine: Engine, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled latents (B, C, h, w) -> pixels (B, 3, H, W) in [-1, 1], float32, clamped."""
     vae_cfg = engine.spec.vae
     z = latents / vae_cfg.scale_factor + vae_cfg.shift_factor
-    pixels = engine.vae.decode(z.to(engine.dtype)).float()
-    return tensor_to_images(pixels)
+    return engine.vae.decode(z.to(engine.dtype)).float().clamp(-1, 1)
+
+
+def encode_pixels(engine: Engine, pixels: torch.Tensor) -> torch.Tensor:
+    """Pixels (B, 3, H, W) in [-1, 1] -> scaled latents (B, C, H/f, W/f) (the VAE's mean)."""
+    vae_cfg = engine.spec.vae
+    z = engine.vae.encode(pixels.to(device=engine.device, dtype=engine.dtype)).float()
+    return ((z - vae_cfg.shift_factor) * vae_cfg.scale_factor).to(engine.dtype)
 
 
 def tensor_to_images(pixels: torch.Tensor) -> list[Image.Image]:
     """(B, 3, H, W) in [-1, 1] -> PIL RGB images (rounded, clamped)."""
-    arr = ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    arr = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray(np.ascontiguousarray(a)) for a in arr]
+
+
+def images_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
+    """PIL images of one size -> (B, 3, H, W) float32 in [-1, 1]."""
+    arrays = [np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+def decode_to_images(engine: Engine, latents: torch.Tensor) -> list[Image.Image]:
+    """Scaled latents -> PIL RGB images."""
+    return tensor_to_images(decode_latents(engine, latents))
+
+
+def progress_bar(total: int):
+    """A tqdm bar (step, it/s, ETA) on stderr."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="step", dynamic_ncols=True, leave=False)

@@ -1,5 +1,8 @@
 """An engine's text towers as the prompt machinery's ``TokenEncoder``s, and a plain prompt to conditioning.
 
+``text_encode_fn`` is the ``TextEncodeFn`` the pipelines hand to ``build_multicond`` (prompt
+editing, alternation and AND are scheduled there; this module encodes one plain text).
+
 SDXL runs the same windows through both towers and joins the hidden states along the width; the
 pooled vector comes from the tower marked ``pooled`` in the model spec.
 """
@@ -11,7 +14,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from huihua.prompts.conditioning import ChunkOptions, EmbeddingFix, EmbeddingLookup, encode_chunks, tokenize_prompt
+from huihua.prompts.conditioning import (
+    ChunkOptions,
+    EmbeddingFix,
+    EmbeddingLookup,
+    TextEncodeFn,
+    encode_chunks,
+    tokenize_prompt,
+)
 
 if TYPE_CHECKING:
     from huihua.checkpoints.specs import TextEncoderUse
@@ -40,6 +50,17 @@ def token_encoder(engine: Engine, index: int, clip_skip: int):
             ]
         out = module(tokens, layer=layer, final_norm=norm, want_pooled=use.pooled, **kwargs)
         return out.hidden, out.pooled
+
+    return encode
+
+
+def text_encode_fn(engine: Engine, clip_skip: int = 1,
+                   embeddings: Sequence[EmbeddingLookup | None] | None = None) -> TextEncodeFn:
+    """``fn(text) -> (context, pooled)`` for ``build_multicond`` / ``build_cond_schedule``."""
+
+    def encode(text: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        emb = encode_prompt(engine, text, clip_skip=clip_skip, embeddings=embeddings)
+        return emb.context, emb.pooled
 
     return encode
 

@@ -151,7 +151,9 @@ class Upscaler:
 
 _OLD_RDB = re.compile(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)$")
 _OLD_CONV = re.compile(r"model\.(\d+)\.(weight|bias)$")
-_TRUNK_RENAMES = (("RRDB_trunk.", "body."), ("trunk_conv.", "conv_body."), ("upconv", "conv_up"), ("HRconv.", "conv_hr."))
+_TRUNK_RENAMES = (
+    ("RRDB_trunk.", "body."), ("trunk_conv.", "conv_body."), ("upconv", "conv_up"), ("HRconv.", "conv_hr."),
+)
 
 
 def _from_old_esrgan(sd: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -189,6 +191,8 @@ def _from_trunk_layout(sd: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def _rrdb_config(sd: dict[str, Tensor]) -> RRDBConfig:
     """Read an RRDBNet's hyper-parameters from BasicSR-named weights."""
+    if "conv_last.weight" not in sd:
+        raise DetectionError("ESRGAN/RRDBNet: the last convolution (conv_last) is missing")
     first, last = sd["conv_first.weight"], sd["conv_last.weight"]
     out_nc, in_raw = last.shape[0], first.shape[1]
     unshuffle = 4 if in_raw == out_nc * 16 else 2 if in_raw == out_nc * 4 else 1
@@ -240,7 +244,8 @@ def build_upscaler(sd: dict[str, Tensor], name: str = "upscaler") -> Upscaler:
     try:
         net.load_state_dict(sd, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{name}: weights do not fit the detected {arch} net ({str(e).splitlines()[0][:160]})") from None
+        first_line = str(e).splitlines()[0][:160]
+        raise CheckpointError(f"{name}: weights do not fit the detected {arch} net ({first_line})") from None
     return Upscaler(name=name, arch=arch, scale=scale, in_channels=in_nc, net=net.eval().requires_grad_(False))
 
 
@@ -253,7 +258,7 @@ def _read_pickle(path: Path) -> dict[str, Tensor]:
             raise
     # The tensors sit one level down (Real-ESRGAN releases); still weights_only, so nothing can run.
     obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    for key in ("params_ema", "params", "model"):
+    for key in ("params_ema", "params"):
         inner = obj.get(key) if isinstance(obj, dict) else None
         if isinstance(inner, dict):
             return {str(k): v for k, v in inner.items() if isinstance(v, Tensor)}

@@ -9,6 +9,7 @@ network whose receptive radius is at most ``margin`` gives exactly its untiled r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -16,12 +17,13 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from huihua.errors import ParameterError
+from huihua.errors import HuihuaError, ParameterError
 
 if TYPE_CHECKING:
     from huihua.upscale.models import Upscaler
 
 TileFn = Callable[[Tensor], Tensor]
+MAX_SCALE = 16.0
 
 
 def tile_starts(size: int, tile: int, overlap: int, align: int = 1) -> list[int]:
@@ -65,26 +67,27 @@ def tiled_map(
     """Apply ``fn`` (B, C, h, w) -> (B, C', h*up/down, w*up/down) tile by tile, blending the overlaps.
 
     ``tile`` and ``overlap`` are in input pixels; ``margin`` (default overlap // 4) is how far inside a
-    shared tile edge the blending ramp begins. The accumulators are float32; the result has the
-    network's dtype.
+    shared tile edge the blending ramp begins. Accumulators are float32 on ``x``'s device; the result
+    has the network's dtype.
     """
     _check(x, tile, overlap, up, down)
     height, width = x.shape[-2:]
     th, tw = min(tile, height), min(tile, width)
     ys, xs = tile_starts(height, th, overlap, down), tile_starts(width, tw, overlap, down)
     if len(ys) == 1 and len(xs) == 1:
-        return fn(x)
+        return fn(x).to(x.device)
     margin = overlap // 4 if margin is None else margin
     ov_out, m_out = overlap * up // down, margin * up // down
     oh, ow = th * up // down, tw * up // down
     out: Tensor | None = None
+    result_dtype = x.dtype
     wsum = torch.zeros(height * up // down, width * up // down, device=x.device)
     for y0 in ys:
         wy = _ramp(oh, y0 > 0, y0 + th < height, ov_out, m_out).to(x.device)
         for x0 in xs:
-            patch = fn(x[:, :, y0 : y0 + th, x0 : x0 + tw])
+            patch = fn(x[:, :, y0 : y0 + th, x0 : x0 + tw]).to(x.device)
             if tuple(patch.shape[-2:]) != (oh, ow):
-                raise ParameterError(f"tiled network: tile {th}x{tw} gave {tuple(patch.shape[-2:])}, expected {oh}x{ow}")
+                raise HuihuaError(f"tiled network: tile {th}x{tw} gave {tuple(patch.shape[-2:])}, expected {oh}x{ow}")
             if out is None:
                 out = torch.zeros(*patch.shape[:2], *wsum.shape, device=x.device, dtype=torch.float32)
                 result_dtype = patch.dtype
@@ -126,21 +129,21 @@ def upscale(
 ) -> Image.Image:
     """Upscale ``image`` by ``scale`` (default: the net's own) with ``upscaler``, in overlapping tiles.
 
-    The network runs as many passes as it takes to reach ``scale`` (at most three), then the result
-    is resized to exactly ``round(size * scale)`` with Lanczos. ``tile=0`` runs the whole image at once.
+    The network runs as many passes as it takes to reach ``scale`` (one at least, three at most),
+    then the result is resized to exactly ``round(size * scale)`` with Lanczos. ``tile=0`` runs the
+    whole image at once.
     """
     from huihua.upscale.lanczos import lanczos_to
 
     target = float(upscaler.scale if scale is None else scale)
-    if not 0 < target <= upscaler.scale**3:
-        raise ParameterError(f"scale: must be in (0, {upscaler.scale ** 3}] for a {upscaler.scale}x upscaler, got {scale}")
+    if not 0 < target <= MAX_SCALE:
+        raise ParameterError(f"scale: must be in (0, {MAX_SCALE}], got {scale}")
+    passes = 1 if upscaler.scale == 1 else min(3, max(1, math.ceil(math.log(target, upscaler.scale) - 1e-9)))
     size = (max(1, round(image.width * target)), max(1, round(image.height * target)))
     x = pil_to_tensor(image, upscaler.in_channels)
-    reached = 1
     with torch.inference_mode():
-        while reached < target:
+        for _ in range(passes):
             t = tile or max(x.shape[-2:])
             x = _run_tiled(upscaler, x, t, min(overlap, t - 1)).clamp_(0.0, 1.0)
-            reached *= upscaler.scale
     out = tensor_to_pil(x)
     return out if out.size == size else lanczos_to(out, size)

@@ -1,0 +1,108 @@
+"""The state one generation call shares across its passes: parameters, hooks, encoded prompts, progress.
+
+Prompts are encoded once per (model, pass) and reused by every batch; extra-network calls have
+already been cut out of the prompts (``generate.py`` applies them through the hooks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from huihua.pipelines.common import SizeCond, StepHook, encode_pixels
+from huihua.pipelines.conditioning import Guidance, encode_conds
+from huihua.pipelines.sampling import PassSettings, Stage
+
+if TYPE_CHECKING:
+    from huihua.engine import Engine
+    from huihua.pipelines.hooks import PipelineHooks
+    from huihua.pipelines.params import GenerationParams
+    from huihua.prompts.conditioning import EmbeddingLookup
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """The prompts of both passes with extra-network tags removed."""
+
+    prompt: str
+    negative_prompt: str
+    hr_prompt: str
+    hr_negative_prompt: str
+
+
+@dataclass(eq=False)
+class Job:
+    """One generation call: resolved parameters, models, hooks and caches."""
+
+    engine: Engine
+    p: GenerationParams
+    prompts: Prompts
+    hooks: PipelineHooks
+    refiner: Engine | None = None
+    embeddings: Sequence[EmbeddingLookup | None] | None = None
+    on_step: StepHook | None = None
+    _stages: dict[tuple, Stage] = field(default_factory=dict)
+
+    def stage(self, engine: Engine, hires: bool = False) -> Stage:
+        """``engine`` with the first-pass (or hires-pass) prompts encoded by its towers; cached."""
+        key = (id(engine), hires)
+        if key not in self._stages:
+            p, pr = self.p, self.prompts
+            emb = self.embeddings if engine is self.engine else None
+            if hires:
+                conds = encode_conds(engine, pr.hr_prompt, pr.hr_negative_prompt, p.steps, p.cfg_scale,
+                                     clip_skip=p.clip_skip, hires_steps=self.hires_steps, embeddings=emb)
+            else:
+                conds = encode_conds(engine, pr.prompt, pr.negative_prompt, p.steps, p.cfg_scale,
+                                     clip_skip=p.clip_skip, embeddings=emb)
+            self._stages[key] = Stage(engine, conds)
+        return self._stages[key]
+
+    @property
+    def hires_steps(self) -> int:
+        """Steps of the hires second pass (0 in the parameters means the first pass's count)."""
+        return self.p.hr_second_pass_steps or self.p.steps
+
+    def refiner_stage(self, hires: bool = False) -> Stage | None:
+        """The refiner with its own prompt encodings, or None."""
+        return self.stage(self.refiner, hires) if self.refiner is not None else None
+
+    def settings(self, width: int, height: int, hires: bool = False) -> PassSettings:
+        """Sampler, guidance and SDXL size conditioning of a pass at ``width × height``."""
+        p = self.p
+        sampler = (p.hr_sampler_name or p.sampler_name) if hires else p.sampler_name
+        original = (p.sdxl_original_height or height, p.sdxl_original_width or width)
+        size = SizeCond(original, (p.sdxl_crop_top, p.sdxl_crop_left), (height, width),
+                        p.sdxl_aesthetic_score, p.sdxl_negative_aesthetic_score)
+        return PassSettings(sampler, p.eta, Guidance(p.cfg_scale, p.cfg_rescale), size)
+
+
+def is_inpainting_model(engine: Engine) -> bool:
+    """Whether the UNet takes the 5 extra channels (mask + masked-image latents) of inpainting models."""
+    return engine.spec.unet.in_channels == engine.spec.latent_channels + 5
+
+
+def inpaint_concat(engine: Engine, pixels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+    """(B, 5, h, w) for 9-channel models: the binary mask and the latents of the picture with the mask blanked.
+
+    ``pixels`` (B, 3, H, W) in [-1, 1]; ``mask`` (B or 1, 1, H, W) in {0, 1}, 1 = repaint. None for
+    other models.
+    """
+    if not is_inpainting_model(engine):
+        return None
+    mask = mask.to(pixels.device, torch.float32)
+    latents = encode_pixels(engine, pixels * (1.0 - mask))
+    small = F.interpolate(mask, size=latents.shape[-2:]).expand(latents.shape[0], -1, -1, -1)
+    return torch.cat([small.to(latents.dtype), latents], dim=1)
+
+
+def blank_concat(engine: Engine, batch: int, width: int, height: int) -> torch.Tensor | None:
+    """The 9-channel conditioning when there is no picture: everything masked (txt2img, hires)."""
+    if not is_inpainting_model(engine):
+        return None
+    pixels = torch.zeros(1, 3, height, width, device=engine.device)
+    return inpaint_concat(engine, pixels, torch.ones(1, 1, height, width)).expand(batch, -1, -1, -1)

@@ -1,0 +1,100 @@
+"""Latent-diffusion training: DDPM noise prediction on VAE latents, conditioned on the text tower.
+
+The schedule is SD's: 1000 steps of scaled-linear betas from 0.00085 to 0.012. A fixed data set of
+world pairs is encoded once (scaled latent means and 77-token text contexts, fp16) and then sampled
+with replacement; ``caption_dropout`` of the contexts are swapped for the empty caption's, which is
+what classifier-free guidance needs at sampling time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from huihua.checkpoints.tokenizer import CLIPTokenizer
+from huihua.nn.clip import CLIPTextEncoder
+from huihua.nn.unet import UNetModel
+from huihua.nn.vae import AutoencoderKL
+from huihua.synth.world import make_batch
+from huihua.train.clip_train import to_pixels, tokenize
+from huihua.train.loop import step_generator
+
+TRAIN_TIMESTEPS = 1000
+BETA_START, BETA_END = 0.00085, 0.012
+
+
+@dataclass(frozen=True)
+class DDPMTrainConfig:
+    """Data of the diffusion stage."""
+
+    dataset_size: int = 16_000
+    batch: int = 32
+    caption_dropout: float = 0.1
+    encode_chunk: int = 64
+
+
+@dataclass(frozen=True)
+class LatentDataset:
+    """Encoded pairs: scaled latents (N, z, h, w), contexts (N, 77, D), the empty caption's (77, D)."""
+
+    latents: Tensor
+    contexts: Tensor
+    empty_context: Tensor
+
+
+def alphas_cumprod(steps: int = TRAIN_TIMESTEPS) -> Tensor:
+    """SD's cumulative alpha products for scaled-linear betas, float64 (steps,)."""
+    betas = torch.linspace(BETA_START**0.5, BETA_END**0.5, steps, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+@torch.no_grad()
+def text_context(text: CLIPTextEncoder, tokenizer: CLIPTokenizer, captions: list[str]) -> Tensor:
+    """The UNet's conditioning as SD1 reads it: last layer, final norm, 77 positions (B, 77, D)."""
+    device = next(text.parameters()).device
+    return text(tokenize(tokenizer, captions).to(device), layer=-1, final_norm=True, want_pooled=False).hidden.cpu()
+
+
+@torch.no_grad()
+def encode_dataset(vae: AutoencoderKL, text: CLIPTextEncoder, tokenizer: CLIPTokenizer,
+                   scale_factor: float, seed: int, cfg: DDPMTrainConfig) -> LatentDataset:
+    """Draw ``dataset_size`` training pairs from ``seed`` and encode them once (fp16)."""
+    latents, contexts = [], []
+    for i, start in enumerate(range(0, cfg.dataset_size, cfg.encode_chunk)):
+        n = min(cfg.encode_chunk, cfg.dataset_size - start)
+        images, captions = make_batch(seed + i, n, "train")
+        pixels = to_pixels(images).to(vae.quant_conv.weight.device)
+        latents.append((vae.encode(pixels) * scale_factor).half().cpu())
+        contexts.append(text_context(text, tokenizer, captions).half())
+    empty = text_context(text, tokenizer, [""])[0].half()
+    return LatentDataset(torch.cat(latents), torch.cat(contexts), empty)
+
+
+def ddpm_loss(unet: UNetModel, x0: Tensor, context: Tensor, abar: Tensor,
+              generator: torch.Generator) -> Tensor:
+    """MSE between the true noise and the UNet's prediction at uniformly drawn timesteps."""
+    t = torch.randint(0, abar.shape[0], (x0.shape[0],), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    a = abar[t].float().view(-1, 1, 1, 1)
+    t, noise, a = t.to(x0.device), noise.to(x0.device), a.to(x0.device)
+    x_t = a.sqrt() * x0 + (1.0 - a).sqrt() * noise
+    return F.mse_loss(unet(x_t, t, context), noise)
+
+
+def ddpm_loss_fn(unet: UNetModel, data: LatentDataset, cfg: DDPMTrainConfig, noise_seed: int):
+    """The loss of step ``i``: a batch drawn with replacement, seeded by (noise_seed, i)."""
+    abar = alphas_cumprod()
+
+    def loss(step: int) -> Tensor:
+        g = step_generator(noise_seed, step)
+        idx = torch.randint(0, data.latents.shape[0], (cfg.batch,), generator=g)
+        context = data.contexts[idx].float()
+        drop = torch.rand(cfg.batch, generator=g) < cfg.caption_dropout
+        context[drop] = data.empty_context.float()
+        device = unet.input_blocks[0][0].weight.device
+        return ddpm_loss(unet, data.latents[idx].float().to(device), context.to(device), abar, g)
+
+    return loss

@@ -1,0 +1,72 @@
+"""Training huihua's KL autoencoder on the world's images: L1 + L2 reconstruction and a tiny KL term."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from huihua.nn.vae import AutoencoderKL
+from huihua.synth.world import make_batch
+from huihua.train.clip_train import to_pixels
+from huihua.train.loop import step_generator
+
+
+@dataclass(frozen=True)
+class VAETrainConfig:
+    """Data and loss weights of the autoencoder stage."""
+
+    batch: int = 16
+    kl_weight: float = 1e-6
+    l2_weight: float = 1.0
+
+
+def vae_loss(vae: AutoencoderKL, pixels: Tensor, cfg: VAETrainConfig, generator: torch.Generator) -> Tensor:
+    """L1 + ``l2_weight`` x L2 of a posterior sample's reconstruction + ``kl_weight`` x KL to N(0, I)."""
+    mean, logvar = vae.encode_moments(pixels)
+    eps = torch.randn(mean.shape, generator=generator).to(mean.device)
+    z = mean + torch.exp(0.5 * logvar) * eps
+    recon = vae.decode(z)
+    err = recon - pixels
+    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=(1, 2, 3)).mean()
+    return err.abs().mean() + cfg.l2_weight * err.pow(2).mean() + cfg.kl_weight * kl
+
+
+def vae_loss_fn(vae: AutoencoderKL, cfg: VAETrainConfig, data_seed: int, noise_seed: int):
+    """The loss of step ``i``: world batch ``data_seed + i``, posterior noise from (noise_seed, i)."""
+
+    device = vae.quant_conv.weight.device
+
+    def loss(step: int) -> Tensor:
+        images, _ = make_batch(data_seed + step, cfg.batch, "train")
+        return vae_loss(vae, to_pixels(images).to(device), cfg, step_generator(noise_seed, step))
+
+    return loss
+
+
+def to_uint8(pixels: Tensor) -> np.ndarray:
+    """Float (B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3), clamped and rounded."""
+    return ((pixels.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB between two uint8 image stacks (over all pixels)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
+
+
+@torch.no_grad()
+def heldout_psnr(vae: AutoencoderKL, seed: int, n: int = 64) -> float:
+    """PSNR of mean-latent reconstructions of ``n`` held-out-split renders (unseen images)."""
+    images, _ = make_batch(seed, n, "heldout")
+    recon = vae.decode(vae.encode(to_pixels(images).to(vae.quant_conv.weight.device)))
+    return psnr(to_uint8(recon.cpu()), images)
+
+
+@torch.no_grad()
+def latent_scale_factor(vae: AutoencoderKL, seed: int, n: int = 256) -> float:
+    """1 / std of the latent means of ``n`` training images (how SD chose 0.18215)."""
+    images, _ = make_batch(seed, n, "train")
+    return float(1.0 / vae.encode(to_pixels(images).to(vae.quant_conv.weight.device)).std())
