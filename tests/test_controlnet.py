@@ -6,6 +6,7 @@ controlled UNet output.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
@@ -37,7 +38,6 @@ from huihua.checkpoints.diffusers.controlnet import (
     ldm_controlnet_to_diffusers,
 )
 from huihua.checkpoints.diffusers.unet import diffusers_unet_to_ldm
-from huihua.checkpoints.specs import UNetConfig
 from huihua.diffusion.parametrization import ModelSampling
 from huihua.errors import CheckpointError, ParameterError
 from huihua.nn.controlnet import ControlNet, ControlNetConfig
@@ -178,7 +178,8 @@ def test_diff_controlnet_adds_the_model_weights(tmp_path: Path) -> None:
     base = p.unet.state_dict()
     sd = {k: (v - base[k] if k in base else v) for k, v in ldm_state("sd1").items()}
     path = tmp_path / "diff.safetensors"
-    save_file({**{"control_model." + k: v.contiguous() for k, v in sd.items()}, "difference": torch.zeros(1)}, str(path))
+    tensors = {"control_model." + k: v.contiguous() for k, v in sd.items()}
+    save_file({**tensors, "difference": torch.zeros(1)}, str(path))
     with pytest.raises(CheckpointError, match="diff"):
         load_controlnet_file(path, p.cfg, dtype=torch.float32, device=CPU)
     cn = load_controlnet_file(path, p.cfg, dtype=torch.float32, device=CPU, base_unet=p.unet)
@@ -189,10 +190,11 @@ def test_diff_controlnet_adds_the_model_weights(tmp_path: Path) -> None:
 def test_family_mismatch_and_wrong_files_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "sd1_cn.safetensors"
     save_file(ldm_state("sd1", "control_model."), str(path))
-    sdxl_like = UNetConfig(**{**pair("sd1").cfg.__dict__, "context_dim": 48, "adm_in_channels": 64})
-    with pytest.raises(CheckpointError, match=r"sd1_cn\.safetensors.*SD1|sd1_cn\.safetensors.*does not fit"):
+    sdxl_like = replace(pair("sd1").cfg, context_dim=48, adm_in_channels=64)
+    message = r"sd1_cn\.safetensors: ControlNet for \(context width 24\) does not fit this model SDXL"
+    with pytest.raises(CheckpointError, match=message):
         load_controlnet_file(path, sdxl_like, dtype=torch.float32, device=CPU)
-    wider = UNetConfig(**{**pair("sd1").cfg.__dict__, "model_channels": 64})
+    wider = replace(pair("sd1").cfg, model_channels=64)
     with pytest.raises(CheckpointError, match="do not match"):
         load_controlnet_file(path, wider, dtype=torch.float32, device=CPU)
     full = tmp_path / "model.safetensors"

@@ -17,11 +17,12 @@ import torch
 
 from huihua.diffusion import samplers
 from huihua.diffusion.samplers import SamplerOptions
-from test_samplers import mixture_denoiser
+from tests.test_samplers import mixture_denoiser
 
 SD_KW = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
 TOL = 1e-4
 STEPS = 12
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy 2 notes from inside diffusers
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -57,10 +57,10 @@ MAX_WEIGHT = 10.0
 # loading
 
 
-def _family_name(cfg: UNetConfig) -> str:
-    if cfg.adm_in_channels is not None:
-        return "SDXL"
-    return {768: "SD1", 1024: "SD2"}.get(cfg.context_dim, f"context-width-{cfg.context_dim}")
+def _describe(cfg: UNetConfig) -> str:
+    """E.g. "SDXL (context width 2048)": the family as far as the context width and label tell it."""
+    family = "SDXL " if cfg.adm_in_channels is not None else {768: "SD1 ", 1024: "SD2 "}.get(cfg.context_dim, "")
+    return f"{family}(context width {cfg.context_dim})"
 
 
 def _ldm_unet_shapes(info: dict[str, TensorInfo], prefix: str) -> dict[str, TensorInfo]:
@@ -99,10 +99,7 @@ def check_fits(cfg: ControlNetConfig, base: UNetConfig, name: str) -> None:
     """Raise CheckpointError when the ControlNet's residuals cannot feed the model's UNet."""
     cn = cfg.unet
     if cn.context_dim != base.context_dim or cn.adm_in_channels != base.adm_in_channels:
-        raise CheckpointError(
-            f"{name}: a {_family_name(cn)} ControlNet (context width {cn.context_dim}) does not fit this "
-            f"{_family_name(base)} model (context width {base.context_dim})"
-        )
+        raise CheckpointError(f"{name}: ControlNet for {_describe(cn)} does not fit this model {_describe(base)}")
     same_blocks = (cn.model_channels, cn.channel_mult, cn.num_res_blocks) == (
         base.model_channels, base.channel_mult, base.num_res_blocks)
     if not same_blocks or cn.in_channels > base.in_channels:
@@ -219,7 +216,8 @@ class ControlNetUnit:
             raise ParameterError(f"weight: must be between 0 and {MAX_WEIGHT}, got {self.weight}")
         if not 0.0 <= self.guidance_start <= self.guidance_end <= 1.0:
             raise ParameterError(
-                f"guidance_start/guidance_end: want 0 <= start <= end <= 1, got {self.guidance_start}, {self.guidance_end}"
+                f"guidance_start/guidance_end: want 0 <= start <= end <= 1, "
+                f"got {self.guidance_start}, {self.guidance_end}"
             )
         if not isinstance(self.model, ControlNet):
             raise ParameterError("model: expected a loaded ControlNet (engine.load_controlnet(path))")

@@ -204,9 +204,11 @@ def load_pickle_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _flatten_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
-    """Unwrap ``{"state_dict": {...}}`` containers and keep only tensors."""
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
+    """Unwrap ``{"state_dict": ...}`` (Lightning) and ``{"params_ema"/"params": ...}`` (BasicSR) containers."""
+    for key in ("state_dict", "params_ema", "params"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+            break
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: not a state dict (found {type(obj).__name__})")
     tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}

@@ -13,6 +13,8 @@ from huihua.errors import HuihuaError
 _COMMAND_MODULES = (
     "huihua.cli.inspect_cmd",
     "huihua.cli.generate_cmd",
+    "huihua.cli.list_cmd",
+    "huihua.cli.upscale_cmd",
 )
 
 

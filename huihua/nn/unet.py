@@ -95,7 +95,8 @@ class UNetEncoder(nn.Module):
         emb = self.time_embed[2](F.silu(self.time_embed[0](t_emb)))
         if self.cfg.adm_in_channels is not None:
             if y is None:
-                raise ParameterError(f"{type(self).__name__}.forward: y (label vector) is required by this model (SDXL)")
+                name = type(self).__name__
+                raise ParameterError(f"{name}.forward: y (label vector) is required by this model (SDXL)")
             mlp = self.label_emb[0]
             emb = emb + mlp[2](F.silu(mlp[0](y.to(weight.dtype))))
         return emb

@@ -249,22 +249,6 @@ def build_upscaler(sd: dict[str, Tensor], name: str = "upscaler") -> Upscaler:
     return Upscaler(name=name, arch=arch, scale=scale, in_channels=in_nc, net=net.eval().requires_grad_(False))
 
 
-def _read_pickle(path: Path) -> dict[str, Tensor]:
-    """A ``.pth`` state dict; BasicSR's ``{"params_ema": ...}`` / ``{"params": ...}`` wrappers are opened."""
-    try:
-        return load_pickle_state_dict(path)
-    except CheckpointError as e:
-        if not str(e).endswith("contains no tensors"):
-            raise
-    # The tensors sit one level down (Real-ESRGAN releases); still weights_only, so nothing can run.
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    for key in ("params_ema", "params"):
-        inner = obj.get(key) if isinstance(obj, dict) else None
-        if isinstance(inner, dict):
-            return {str(k): v for k, v in inner.items() if isinstance(v, Tensor)}
-    raise CheckpointError(f"{path}: contains no tensors")
-
-
 def load_upscaler(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Upscaler:
     """Load an ESRGAN/Real-ESRGAN (RRDBNet) or compact SRVGG upscaler from ``.pth`` or ``.safetensors``."""
     p = Path(path)
@@ -275,7 +259,7 @@ def load_upscaler(path: str | Path, device: str | torch.device = "cpu", dtype: t
         finally:
             source.close()
     else:
-        sd = _read_pickle(p)
+        sd = load_pickle_state_dict(p)
     up = build_upscaler({k: v.to(torch.float32) for k, v in sd.items()}, name=p.name)
     up.net.to(device=device, dtype=dtype)
     return up

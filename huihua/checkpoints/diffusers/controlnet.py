@@ -8,7 +8,6 @@ are named here: ``controlnet_cond_embedding.{conv_in, blocks.j, conv_out}`` <-> 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -21,6 +20,7 @@ from huihua.checkpoints.diffusers.unet import (
     ldm_unet_to_diffusers,
     unet_config_from_diffusers,
 )
+from huihua.checkpoints.detect import _count, _shape  # the shape readers detection uses
 from huihua.checkpoints.io import TensorInfo
 from huihua.checkpoints.specs import UNetConfig
 from huihua.errors import CheckpointError
@@ -89,7 +89,7 @@ def controlnet_config_from_diffusers(d: Mapping[str, Any]) -> ControlNetConfig:
         raise CheckpointError("ControlNet config.json: global_pool_conditions=True (shuffle models) is not supported")
     order = d.get("controlnet_conditioning_channel_order", "rgb")
     if order != "rgb":
-        raise CheckpointError(f"ControlNet config.json: controlnet_conditioning_channel_order={order!r} is not supported")
+        raise CheckpointError(f"ControlNet config.json: conditioning channel order {order!r} is not supported")
     down = list(d.get("down_block_types", ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)))
     up = ["CrossAttnUpBlock2D" if t == "CrossAttnDownBlock2D" else "UpBlock2D" for t in reversed(down)]
     unet = unet_config_from_diffusers({**d, "up_block_types": up})
@@ -99,18 +99,6 @@ def controlnet_config_from_diffusers(d: Mapping[str, Any]) -> ControlNetConfig:
 
 # ---------------------------------------------------------------------------------------------
 # shapes of a diffusers-keyed file -> ControlNetConfig (heads are the caller's)
-
-
-def _count(info: Mapping[str, TensorInfo], prefix: str) -> int:
-    pat = re.compile(re.escape(prefix) + r"(\d+)\.")
-    found = {int(m.group(1)) for k in info if (m := pat.match(k))}
-    return max(found) + 1 if found else 0
-
-
-def _shape(info: Mapping[str, TensorInfo], key: str, name: str) -> tuple[int, ...]:
-    if key not in info:
-        raise CheckpointError(f"{name}: missing tensor {key!r}")
-    return info[key].shape
 
 
 def controlnet_config_from_diffusers_keys(
@@ -125,14 +113,16 @@ def controlnet_config_from_diffusers_keys(
     for key in sorted(info):
         if key.endswith("transformer_blocks.0.attn2.to_k.weight"):
             context_dim = info[key].shape[1]
-            linear = len(_shape(info, key.replace("transformer_blocks.0.attn2.to_k.weight", "proj_in.weight"), name)) == 2
+            proj_in = key.replace("transformer_blocks.0.attn2.to_k.weight", "proj_in.weight")
+            linear = len(_shape(info, proj_in, name)) == 2
             break
     if context_dim is None or not levels or any(w % mc for w in widths):
         raise CheckpointError(f"{name}: ControlNet blocks have an unrecognised layout")
     label = info.get("add_embedding.linear_1.weight")
     n_hint = _count(info, "controlnet_cond_embedding.blocks.") // 2
     hint_widths = [_shape(info, "controlnet_cond_embedding.conv_in.weight", name)[0]]
-    hint_widths += [_shape(info, f"controlnet_cond_embedding.blocks.{2 * j + 1}.weight", name)[0] for j in range(n_hint)]
+    for j in range(n_hint):  # blocks alternate a same-width conv and a stride-2 conv to the next width
+        hint_widths.append(_shape(info, f"controlnet_cond_embedding.blocks.{2 * j + 1}.weight", name)[0])
     unet = replace(
         heads_from,
         in_channels=in_channels,
