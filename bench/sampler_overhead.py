@@ -5,7 +5,7 @@ time per denoiser call is the sampler's own bookkeeping, step math and noise dra
 printed in microseconds and as a fraction of one forward pass of a tiny huihua UNet (2 levels of
 32 / 64 channels, batch 2, 4x32x32 latents, CFG-free) on the same device.
 
-    python bench/sampler_overhead.py                    # CPU, 20 steps
+    python bench/sampler_overhead.py                    # CPU (1 thread), 20 steps
     python bench/sampler_overhead.py --device cuda --sync-check
 
 ``--sync-check`` (CUDA only) runs every sampler except DPM adaptive under
@@ -15,7 +15,6 @@ printed in microseconds and as a fraction of one forward pass of a tiny huihua U
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -42,7 +41,7 @@ def _sync(device: torch.device) -> None:
 
 
 def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Median wall seconds of ``fn`` over ``repeats`` runs after one warm-up."""
+    """Fastest wall seconds of ``fn`` over ``repeats`` runs after one warm-up (robust on a busy machine)."""
     fn()
     times = []
     for _ in range(repeats):
@@ -51,7 +50,7 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float
         fn()
         _sync(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)
 
 
 def unet_call_seconds(x: Tensor, device: torch.device, repeats: int) -> float:
@@ -111,10 +110,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--size", type=int, default=32, help="latent height and width")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 keeps shared machines fair)")
     parser.add_argument("--sync-check", action="store_true")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     x = torch.randn(2, 4, args.size, args.size, device=device) * 14.6
     unet = unet_call_seconds(x, device, args.repeats)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from huihua.checkpoints.tokenizer import CLIPTokenizer
     from huihua.diffusion.parametrization import ModelSampling
+    from huihua.nn.controlnet import ControlNet
     from huihua.pipelines.hooks import PipelineHooks
 
 
@@ -113,6 +114,12 @@ class Engine:
         if self.hooks is not None:
             kwargs.setdefault("hooks", self.hooks)
         return generate(self, **kwargs)
+
+    def load_controlnet(self, path: str | Path) -> ControlNet:
+        """Load a ControlNet (LDM or diffusers layout) that fits this model; ``cn(x, hint, t, context, y)``."""
+        from huihua.adapters.controlnet import load_controlnet
+
+        return load_controlnet(self, path)
 
     def unload(self) -> None:
         """Drop the networks and give their memory back to the operating system."""

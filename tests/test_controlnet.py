@@ -24,6 +24,7 @@ from huihua.adapters.controlnet import (
     PreparedUnit,
     control_scales,
     controlled_unet,
+    detect_controlnet,
     hint_tensor,
     load_controlnet,
     load_controlnet_file,
@@ -38,6 +39,8 @@ from huihua.checkpoints.diffusers.controlnet import (
     ldm_controlnet_to_diffusers,
 )
 from huihua.checkpoints.diffusers.unet import diffusers_unet_to_ldm
+from huihua.checkpoints.io import TensorInfo
+from huihua.checkpoints.specs import UNetConfig
 from huihua.diffusion.parametrization import ModelSampling
 from huihua.errors import CheckpointError, ParameterError
 from huihua.nn.controlnet import ControlNet, ControlNetConfig
@@ -129,6 +132,39 @@ def test_key_and_config_conversion_round_trip(kind: str) -> None:
     assert back.keys() == sd.keys() and all(back[k] is sd[k] for k in sd)
     assert controlnet_config_from_diffusers(dict(p.ref_cn.config)) == p.ccfg
     assert controlnet_config_from_diffusers(diffusers_controlnet_config(p.ccfg)) == p.ccfg
+
+
+_LINEAR64 = {"num_heads": None, "num_head_channels": 64, "use_linear_in_transformer": True}
+FULL_SIZE = {  # (our UNet config, the released diffusers ControlNetModel config.json fields that matter)
+    "sd15": (UNetConfig(), {"cross_attention_dim": 768}),
+    "sdxl": (
+        UNetConfig(channel_mult=(1, 2, 4), transformer_depth=(0, 2, 10), transformer_depth_middle=10,
+                   context_dim=2048, adm_in_channels=2816, **_LINEAR64),
+        {"addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+         "projection_class_embeddings_input_dim": 2816, "attention_head_dim": [5, 10, 20],
+         "block_out_channels": [320, 640, 1280], "cross_attention_dim": 2048,
+         "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+         "transformer_layers_per_block": [1, 2, 10], "use_linear_projection": True},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FULL_SIZE))
+def test_full_size_matches_diffusers_on_meta(name: str) -> None:
+    from diffusers import ControlNetModel
+
+    ucfg, dcfg = FULL_SIZE[name]
+    cfg = ControlNetConfig(ucfg)
+    with torch.device("meta"):
+        ours, ref = ControlNet(cfg), ControlNetModel(**dcfg)
+    ours_shapes = {k: v.shape for k, v in ldm_controlnet_to_diffusers(ours.state_dict(), cfg).items()}
+    assert ours_shapes == {k: v.shape for k, v in ref.state_dict().items()}
+    assert controlnet_config_from_diffusers(dict(ref.config)) == cfg
+    # Detection from the LDM single-file key shapes alone gives the same architecture back.
+    info = {"control_model." + k: TensorInfo(tuple(v.shape), torch.float16) for k, v in ours.state_dict().items()}
+    assert detect_controlnet(info, "control_model.", ucfg, name) == cfg
+    if name == "sd15":
+        assert sum(p.numel() for p in ours.parameters()) == 361_279_120
 
 
 def test_hint_size_is_checked() -> None:

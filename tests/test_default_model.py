@@ -104,9 +104,11 @@ def test_quick_recipe_trains_exports_and_loads(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def shipped() -> huihua.Engine:
-    torch.set_num_threads(1)
-    return huihua.load(SHIPPED, device="cpu")
+def shipped():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread is much faster than two on a busy 2-core machine
+    yield huihua.load(SHIPPED, device="cpu")
+    torch.set_num_threads(threads)
 
 
 def test_shipped_model_is_small_and_detected(shipped: huihua.Engine) -> None:

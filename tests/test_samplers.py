@@ -211,8 +211,9 @@ def test_same_seed_same_output_and_batch_equals_singles(sampler: str) -> None:
     assert torch.equal(batch, again)
     if sampler == "dpm_adaptive":  # one step size for the whole batch (documented)
         return
-    singles = torch.cat([samplers.sample(sampler, mixture_denoiser, x[i : i + 1], sigmas, seeds=[7 + i]) for i in (0, 1)])
-    torch.testing.assert_close(batch, singles, atol=1e-6, rtol=0)  # elementwise math; vectorised exp may differ by an ulp
+    singles = [samplers.sample(sampler, mixture_denoiser, x[i : i + 1], sigmas, seeds=[7 + i]) for i in (0, 1)]
+    # Elementwise math throughout; a vectorised exp may differ from the scalar one by an ulp.
+    torch.testing.assert_close(batch, torch.cat(singles), atol=1e-6, rtol=0)
     other = samplers.sample(sampler, mixture_denoiser, x, sigmas, seeds=[9, 10])
     deterministic = ("euler", "heun", "dpm_2", "lms", "dpmpp_2m", "ddim", "plms", "uni_pc", "uni_pc_bh2", "restart")
     stochastic = sampler not in deterministic  # Restart only restarts (with noise) from 20 steps on
@@ -256,10 +257,10 @@ def test_gaussian_noise_continues_each_images_stream() -> None:
 
 
 def test_brownian_tree_is_a_brownian_motion_fixed_by_the_seed() -> None:
-    tree = noise.VirtualBrownianTree(3, 0.0, 2.0, (20000,))
+    tree = noise.VirtualBrownianTree([3], 0.0, 2.0, (20000,))
     points = [0.5, 1.25, 0.1, 2.0, 0.77]
     w = {t: tree(t) for t in points}
-    again = noise.VirtualBrownianTree(3, 0.0, 2.0, (20000,))
+    again = noise.VirtualBrownianTree([3], 0.0, 2.0, (20000,))
     for t in reversed(points):  # any query order gives the same path
         assert torch.equal(again(t), w[t])
     assert float(tree(0.0).abs().max()) == 0.0
@@ -268,7 +269,7 @@ def test_brownian_tree_is_a_brownian_motion_fixed_by_the_seed() -> None:
     for d, dt in zip(inc, (0.4, 0.75, 0.75)):
         assert float(d.var()) == pytest.approx(dt, rel=0.05)
     assert abs(float((inc[0] * inc[1]).mean())) < 0.02
-    assert not torch.equal(noise.VirtualBrownianTree(4, 0.0, 2.0, (20000,))(0.5), w[0.5])
+    assert not torch.equal(noise.VirtualBrownianTree([4], 0.0, 2.0, (20000,))(0.5), w[0.5])
 
 
 def test_brownian_noise_is_consistent_across_step_counts() -> None:
@@ -278,7 +279,84 @@ def test_brownian_noise_is_consistent_across_step_counts() -> None:
     a, b, c = 9.0, 3.0, 1.0
     n_ac = coarse(a, c)
     n_ab, n_bc = fine(a, b), fine(b, c)
-    torch.testing.assert_close(n_ac * math.sqrt(a - c), n_ab * math.sqrt(a - b) + n_bc * math.sqrt(b - c), atol=1e-5, rtol=0)
+    joined = n_ab * math.sqrt(a - b) + n_bc * math.sqrt(b - c)  # W(c) - W(a), whichever way it is cut
+    torch.testing.assert_close(n_ac * math.sqrt(a - c), joined, atol=1e-5, rtol=0)
     assert float(n_ab.std()) == pytest.approx(1.0, rel=0.1)
     single = noise.BrownianTreeNoiseSampler(x[1:], 0.03, 14.6, [6])
     torch.testing.assert_close(single(a, c), n_ac[1:], atol=0, rtol=0)
+
+
+# --- pieces -----------------------------------------------------------------------------------------------
+
+
+def test_lms_coefficients_integrate_the_lagrange_basis() -> None:
+    from scipy import integrate
+
+    from huihua.diffusion.samplers.multistep import lms_coefficients
+
+    sig = [10.0, 7.0, 4.0, 2.0, 1.0, 0.5, 0.0]
+    for i in range(6):
+        order = min(i + 1, 4)
+
+        def basis(tau: float, j: int) -> float:
+            return math.prod((tau - sig[i - k]) / (sig[i - j] - sig[i - k]) for k in range(order) if k != j)
+
+        want = [integrate.quad(basis, sig[i], sig[i + 1], args=(j,), epsabs=1e-13)[0] for j in range(order)]
+        assert lms_coefficients(sig, i, order) == pytest.approx(want, abs=1e-11)
+
+
+def test_restart_plan_is_a1111s() -> None:
+    from huihua.diffusion.samplers.restart import restart_plan
+
+    sigmas = schedules.get_sigmas("karras", 20, MS, dtype=torch.float64).tolist()
+    plan = restart_plan(sigmas)
+    assert len(plan) == 20  # 11 main Karras steps + one restart of 9
+    jumps = [(prev[1], cur[0]) for prev, cur in zip(plan, plan[1:]) if cur[0] > prev[1]]
+    assert len(jumps) == 1
+    assert jumps[0][0] == pytest.approx(0.1, rel=0.5) and jumps[0][1] == pytest.approx(2.0, rel=0.3)
+    assert plan[-1][1] == 0.0 and plan[0][0] == pytest.approx(MS.sigma_max, rel=1e-6)
+    assert restart_plan(sigmas[:11] + [0.0]) == list(zip(sigmas[:11], sigmas[1:11] + [0.0]))  # < 20 steps: Heun
+    long = restart_plan(schedules.get_sigmas("karras", 40, MS, dtype=torch.float64).tolist())
+    assert len(long) == 40 and sum(cur[0] > prev[1] for prev, cur in zip(long, long[1:])) == 2
+
+
+def test_dpm_solver_samplers_stop_at_the_smallest_sigma_and_adapt() -> None:
+    x_t = G_MU + 10.0 * torch.randn(1, 3, 2000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    sigmas = schedules.exponential(30, 0.05, 10.0)  # the target is x at 0.05, not at 0
+    want = gaussian_flow(x_t, 10.0, 0.05)
+    calls = []
+
+    def counted(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return gaussian_denoiser(x, sigma)
+
+    def run(name: str, **opts: float) -> tuple[float, int]:
+        calls.clear()
+        out = samplers.sample(name, counted, x_t, sigmas, _no_noise, options=SamplerOptions(eta=0.0, **opts))
+        return float((out - want).abs().max()), len(calls)
+
+    fast, fast_calls = run("dpm_fast")
+    assert fast < 5e-3 and fast_calls == 30  # exactly len(sigmas) - 1 evaluations
+    loose, loose_calls = run("dpm_adaptive")
+    tight, tight_calls = run("dpm_adaptive", dpm_adaptive_rtol=0.005, dpm_adaptive_atol=0.0005)
+    assert loose < 0.15 and tight < 0.02 and tight < loose / 5 and tight_calls > loose_calls
+
+
+def test_runs_a_wrapped_network_end_to_end() -> None:
+    from huihua.diffusion.parametrization import make_denoiser
+
+    net = torch.nn.Conv2d(4, 4, 3, padding=1)
+    torch.nn.init.normal_(net.weight, std=0.05)
+    seen_t = []
+
+    def model(x_in: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        seen_t.append(t)
+        return net(x_in)
+
+    denoise = make_denoiser(model, MS)
+    sigmas = schedules.get_sigmas("automatic", 6, MS, sampler="DPM++ 2M SDE")
+    x = noise.seeded_randn((2, 4, 8, 8), [1, 2]) * sigmas[0]
+    with torch.no_grad():
+        out = samplers.sample("DPM++ 2M SDE", denoise, x, sigmas, seeds=[1, 2])
+    assert out.shape == x.shape and out.dtype == torch.float32 and bool(torch.isfinite(out).all())
+    assert len(seen_t) == 6 and float(seen_t[0][0]) == pytest.approx(999.0, abs=1e-3)

@@ -129,8 +129,10 @@ def test_ddim(eta: float) -> None:
     sigmas = torch.tensor([sigma_of(0, int(t)) for t in scheduler.timesteps] + [0.0], dtype=torch.float64)
     x = _x() * float(sigmas[0])
     theirs_gen, ours_gen = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    theirs = _drive_vp(scheduler, x, sigma_of,
-                       lambda: {"eta": eta, "variance_noise": torch.randn(x.shape, generator=theirs_gen, dtype=x.dtype)})
+    theirs = _drive_vp(
+        scheduler, x, sigma_of,
+        lambda: {"eta": eta, "variance_noise": torch.randn(x.shape, generator=theirs_gen, dtype=x.dtype)},
+    )
     ours = samplers.sample("DDIM", mixture_denoiser, x, sigmas,
                            lambda s, s_next: torch.randn(x.shape, generator=ours_gen, dtype=x.dtype),
                            options=SamplerOptions(eta=eta))

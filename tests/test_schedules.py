@@ -47,7 +47,8 @@ def test_zero_terminal_snr_matches_lin_et_al_rescale() -> None:
     ac = torch.cumprod(1 - rescale_zero_terminal_snr(betas), 0)
     ms = ModelSampling.for_sd("v", zero_terminal_snr=True)
     theirs = ((1 - ac[:-1]) / ac[:-1]).sqrt()
-    torch.testing.assert_close(ms.sigmas[:-1].to(torch.float64), theirs, rtol=2e-5, atol=0)  # ours are stored in float32, as LDM does
+    # Our cumulative alphas are stored in float32 before sigmas are taken, as LDM does.
+    torch.testing.assert_close(ms.sigmas[:-1].to(torch.float64), theirs, rtol=2e-5, atol=0)
     assert ms.sigma_max == pytest.approx(math.sqrt((1 - 4.8973451890853435e-08) / 4.8973451890853435e-08), rel=1e-6)
     assert ms.sigma_min == pytest.approx(MS.sigma_min, rel=1e-6)  # the first alpha is kept
 
@@ -152,7 +153,8 @@ def test_timestep_schedules_follow_their_formulas() -> None:
     np.testing.assert_allclose(sgm[:-1], table[[999 - 111 * i for i in range(9)]], rtol=1e-6)
     # Simple: sigmas[-(1 + int(i * 1000 / n))].
     np.testing.assert_allclose(
-        schedules.get_sigmas("Simple", 7, MS, dtype=torch.float64)[:-1], table[[999 - int(i * 1000 / 7) for i in range(7)]]
+        schedules.get_sigmas("Simple", 7, MS, dtype=torch.float64)[:-1],
+        table[[999 - int(i * 1000 / 7) for i in range(7)]],
     )
     # KL Optimal: tan of a linear blend of arctans, sigma_max .. sigma_min, then 0.
     kl = schedules.get_sigmas("KL Optimal", 5, MS, dtype=torch.float64)
@@ -193,8 +195,9 @@ def test_every_schedule_is_decreasing_and_ends_in_zero(name: str, steps: int) ->
 def test_automatic_and_discarded_penultimate_sigma() -> None:
     auto = schedules.get_sigmas("Automatic", 12, MS, sampler="DPM++ 2M")
     torch.testing.assert_close(auto, schedules.get_sigmas("Karras", 12, MS))
-    torch.testing.assert_close(schedules.get_sigmas("Automatic", 12, MS, sampler="Euler a"), schedules.uniform(12, MS).float())
-    torch.testing.assert_close(schedules.get_sigmas("Automatic", 12, MS), schedules.uniform(12, MS).float())
+    uniform = schedules.uniform(12, MS).float()
+    torch.testing.assert_close(schedules.get_sigmas("Automatic", 12, MS, sampler="Euler a"), uniform)
+    torch.testing.assert_close(schedules.get_sigmas("Automatic", 12, MS), uniform)
     for sampler in ("DPM2", "dpm_2_ancestral", "DPM++ 3M SDE"):
         got = schedules.get_sigmas("Karras", 12, MS, sampler=sampler)
         full = schedules.get_sigmas("Karras", 13, MS)

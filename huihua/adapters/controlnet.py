@@ -64,12 +64,8 @@ def _describe(cfg: UNetConfig) -> str:
 
 
 def _ldm_unet_shapes(info: dict[str, TensorInfo], prefix: str) -> dict[str, TensorInfo]:
-    """The UNet-encoder keys under ``prefix`` (prefix removed), plus the ``out.2`` entry ``detect_unet`` reads."""
-    shapes = {k[len(prefix):]: v for k, v in info.items() if k.startswith(prefix)}
-    conv_in = shapes.get("input_blocks.0.0.weight")
-    if conv_in is not None:  # a ControlNet has no output layer; its latent width stands in
-        shapes["out.2.weight"] = TensorInfo((conv_in.shape[1], conv_in.shape[0], 3, 3), conv_in.dtype)
-    return shapes
+    """The UNet-encoder keys under ``prefix``, prefix removed (``detect_unet`` reads them)."""
+    return {k[len(prefix):]: v for k, v in info.items() if k.startswith(prefix)}
 
 
 def _hint_config(shapes: dict[str, TensorInfo], name: str) -> tuple[int, tuple[int, ...]]:
@@ -113,14 +109,14 @@ def _open_controlnet(path: Path, base: UNetConfig) -> tuple[TensorSource, str, C
         controlnet_config_from_diffusers_keys,
         diffusers_controlnet_to_ldm,
     )
-    from huihua.checkpoints.diffusers.folder import _read_json, _read_weights
+    from huihua.checkpoints.diffusers.folder import read_json, read_weights
 
     name = str(path)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise CheckpointError(f"{path}: a folder, but not a diffusers ControlNet (no config.json)")
-        cfg = controlnet_config_from_diffusers(_read_json(path / "config.json"))
-        return DictSource(name, diffusers_controlnet_to_ldm(_read_weights(path), cfg)), "", cfg
+        cfg = controlnet_config_from_diffusers(read_json(path / "config.json"))
+        return DictSource(name, diffusers_controlnet_to_ldm(read_weights(path), cfg)), "", cfg
     source = open_source(path)
     info = dict(source.info())
     for prefix in (LDM_PREFIX, ""):

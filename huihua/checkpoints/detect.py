@@ -37,13 +37,13 @@ SD_SCALE_FACTOR = 0.18215
 Shapes = Mapping[str, TensorInfo]
 
 
-def _shape(info: Shapes, key: str, name: str) -> tuple[int, ...]:
+def require_shape(info: Shapes, key: str, name: str) -> tuple[int, ...]:
     if key not in info:
         raise DetectionError(f"{name}: missing tensor {key!r}")
     return info[key].shape
 
 
-def _count(info: Shapes, prefix: str) -> int:
+def count_children(info: Shapes, prefix: str) -> int:
     """Number of consecutive numbered children ``prefix{i}.`` present among the keys."""
     pat = re.compile(re.escape(prefix) + r"(\d+)\.")
     found = {int(m.group(1)) for k in info if (m := pat.match(k))}
@@ -70,9 +70,11 @@ def parse_arch_metadata(metadata: Mapping[str, str]) -> dict:
 
 def detect_unet(info: Shapes, prefix: str = UNET_PREFIX, name: str = "checkpoint") -> UNetConfig:
     """Rebuild the LDM UNet's hyper-parameters from key shapes (heads are left to the caller)."""
-    model_channels, in_channels = _shape(info, f"{prefix}input_blocks.0.0.weight", name)[:2]
-    out_channels = _shape(info, f"{prefix}out.2.weight", name)[0]
-    n_input = _count(info, f"{prefix}input_blocks.")
+    model_channels, in_channels = require_shape(info, f"{prefix}input_blocks.0.0.weight", name)[:2]
+    # A ControlNet has the UNet's encoder but no output head: then out = in.
+    out = info.get(f"{prefix}out.2.weight")
+    out_channels = out.shape[0] if out is not None else in_channels
+    n_input = count_children(info, f"{prefix}input_blocks.")
     mults: list[int] = []
     res_counts: list[int] = [0]
     depths: list[int] = [0]
@@ -84,21 +86,21 @@ def detect_unet(info: Shapes, prefix: str = UNET_PREFIX, name: str = "checkpoint
             res_counts.append(0)
             depths.append(0)
             continue
-        ch = _shape(info, f"{block}0.out_layers.3.weight", name)[0]
+        ch = require_shape(info, f"{block}0.out_layers.3.weight", name)[0]
         level = len(res_counts) - 1
         if len(mults) <= level:
             mults.append(ch // model_channels)
         res_counts[-1] += 1
-        depth = _count(info, f"{block}1.transformer_blocks.")
+        depth = count_children(info, f"{block}1.transformer_blocks.")
         depths[-1] = max(depths[-1], depth)
         if depth:
-            context_dim = _shape(info, f"{block}1.transformer_blocks.0.attn2.to_k.weight", name)[1]
-            linear = len(_shape(info, f"{block}1.proj_in.weight", name)) == 2
+            context_dim = require_shape(info, f"{block}1.transformer_blocks.0.attn2.to_k.weight", name)[1]
+            linear = len(require_shape(info, f"{block}1.proj_in.weight", name)) == 2
     if not mults or len(set(res_counts)) != 1:
         raise DetectionError(f"{name}: UNet input blocks have an unrecognised layout")
-    middle_depth = _count(info, f"{prefix}middle_block.1.transformer_blocks.")
+    middle_depth = count_children(info, f"{prefix}middle_block.1.transformer_blocks.")
     if not context_dim and middle_depth:
-        context_dim = _shape(info, f"{prefix}middle_block.1.transformer_blocks.0.attn2.to_k.weight", name)[1]
+        context_dim = require_shape(info, f"{prefix}middle_block.1.transformer_blocks.0.attn2.to_k.weight", name)[1]
     label = info.get(f"{prefix}label_emb.0.0.weight")
     return UNetConfig(
         in_channels=in_channels,
@@ -116,18 +118,18 @@ def detect_unet(info: Shapes, prefix: str = UNET_PREFIX, name: str = "checkpoint
 
 def detect_vae(info: Shapes, prefix: str = VAE_PREFIX, name: str = "checkpoint") -> VAEConfig:
     """Rebuild the LDM AutoencoderKL's hyper-parameters from key shapes."""
-    ch, in_channels = _shape(info, f"{prefix}encoder.conv_in.weight", name)[:2]
-    levels = _count(info, f"{prefix}encoder.down.")
+    ch, in_channels = require_shape(info, f"{prefix}encoder.conv_in.weight", name)[:2]
+    levels = count_children(info, f"{prefix}encoder.down.")
     mult = tuple(
-        _shape(info, f"{prefix}encoder.down.{i}.block.0.conv2.weight", name)[0] // ch for i in range(levels)
+        require_shape(info, f"{prefix}encoder.down.{i}.block.0.conv2.weight", name)[0] // ch for i in range(levels)
     )
     return VAEConfig(
         in_channels=in_channels,
-        out_ch=_shape(info, f"{prefix}decoder.conv_out.weight", name)[0],
-        z_channels=_shape(info, f"{prefix}decoder.conv_in.weight", name)[1],
+        out_ch=require_shape(info, f"{prefix}decoder.conv_out.weight", name)[0],
+        z_channels=require_shape(info, f"{prefix}decoder.conv_in.weight", name)[1],
         ch=ch,
         ch_mult=mult,
-        num_res_blocks=_count(info, f"{prefix}encoder.down.0.block."),
+        num_res_blocks=count_children(info, f"{prefix}encoder.down.0.block."),
     )
 
 
@@ -136,31 +138,31 @@ def detect_text_encoder(info: Shapes, prefix: str, name: str = "checkpoint") -> 
     hf = f"{prefix}transformer.text_model."
     oc = f"{prefix}model."
     if f"{hf}embeddings.token_embedding.weight" in info:
-        vocab, width = _shape(info, f"{hf}embeddings.token_embedding.weight", name)
+        vocab, width = require_shape(info, f"{hf}embeddings.token_embedding.weight", name)
         proj = info.get(f"{prefix}transformer.text_projection.weight")
         return CLIPTextConfig(
             layout="hf",
             vocab_size=vocab,
             width=width,
-            max_positions=_shape(info, f"{hf}embeddings.position_embedding.weight", name)[0],
-            layers=_count(info, f"{hf}encoder.layers."),
+            max_positions=require_shape(info, f"{hf}embeddings.position_embedding.weight", name)[0],
+            layers=count_children(info, f"{hf}encoder.layers."),
             heads=max(1, width // 64),
-            intermediate=_shape(info, f"{hf}encoder.layers.0.mlp.fc1.weight", name)[0],
+            intermediate=require_shape(info, f"{hf}encoder.layers.0.mlp.fc1.weight", name)[0],
             act="quick_gelu",
             projection_dim=proj.shape[0] if proj is not None else None,
             pad_token=49407,
         )
     if f"{oc}token_embedding.weight" in info:
-        vocab, width = _shape(info, f"{oc}token_embedding.weight", name)
+        vocab, width = require_shape(info, f"{oc}token_embedding.weight", name)
         proj = info.get(f"{oc}text_projection")
         return CLIPTextConfig(
             layout="openclip",
             vocab_size=vocab,
             width=width,
-            max_positions=_shape(info, f"{oc}positional_embedding", name)[0],
-            layers=_count(info, f"{oc}transformer.resblocks."),
+            max_positions=require_shape(info, f"{oc}positional_embedding", name)[0],
+            layers=count_children(info, f"{oc}transformer.resblocks."),
             heads=max(1, width // 64),
-            intermediate=_shape(info, f"{oc}transformer.resblocks.0.mlp.c_fc.weight", name)[0],
+            intermediate=require_shape(info, f"{oc}transformer.resblocks.0.mlp.c_fc.weight", name)[0],
             act="gelu",
             projection_dim=proj.shape[1] if proj is not None else None,
             pad_token=0,

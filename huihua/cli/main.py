@@ -15,6 +15,10 @@ _COMMAND_MODULES = (
     "huihua.cli.generate_cmd",
     "huihua.cli.list_cmd",
     "huihua.cli.upscale_cmd",
+    "huihua.cli.img2img_cmd",
+    "huihua.cli.inpaint_cmd",
+    "huihua.cli.pnginfo_cmd",
+    "huihua.cli.grid_cmd",
 )
 
 

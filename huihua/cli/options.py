@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
-from huihua.pipelines.params import GenerationParams
+from huihua.errors import HuihuaError
+from huihua.pipelines.params import INPAINTING_FILLS, RESIZE_MODES, GenerationParams
+
+_D = GenerationParams()
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -17,39 +23,98 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on GPU, fp32 on CPU)")
     p.add_argument("--prediction", choices=["eps", "v"], default=None,
                    help="override the model's prediction type (SD2 768-v models)")
+    p.add_argument("--lora-dir", action="append", type=Path, default=[], help="folder of LoRA files (repeatable)")
+    p.add_argument("--embedding-dir", action="append", type=Path, default=[],
+                   help="folder of textual-inversion embeddings (repeatable)")
 
 
 def add_generation_options(p: argparse.ArgumentParser) -> None:
-    """The A1111 generation parameters as --options."""
-    d = GenerationParams()
-    p.add_argument("--negative-prompt", "-n", default=d.negative_prompt)
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--sampler", "--sampler-name", dest="sampler_name", default=d.sampler_name,
-                   help='e.g. "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "UniPC"')
-    p.add_argument("--scheduler", "--schedule", dest="scheduler", default=d.scheduler,
+    """The A1111 generation parameters as --options (defaults None: the GenerationParams default)."""
+    p.add_argument("--negative-prompt", "-n", default=None)
+    p.add_argument("--steps", type=int, default=None, help=f"default {_D.steps}")
+    p.add_argument("--sampler", "--sampler-name", dest="sampler_name", default=None,
+                   help=f'e.g. "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "UniPC" (default {_D.sampler_name})')
+    p.add_argument("--scheduler", "--schedule", dest="scheduler", default=None,
                    help='e.g. Automatic, Karras, Exponential, "SGM Uniform"')
-    p.add_argument("--cfg-scale", type=float, default=d.cfg_scale)
-    p.add_argument("--cfg-rescale", type=float, default=d.cfg_rescale)
-    p.add_argument("--seed", type=int, default=d.seed, help="-1 picks a random seed")
-    p.add_argument("--subseed", type=int, default=d.subseed)
-    p.add_argument("--subseed-strength", type=float, default=d.subseed_strength)
-    p.add_argument("--width", "-W", type=int, default=None, help="default: the model's native size")
-    p.add_argument("--height", "-H", type=int, default=None, help="default: the model's native size")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--n-iter", type=int, default=d.n_iter)
-    p.add_argument("--clip-skip", type=int, default=d.clip_skip)
+    p.add_argument("--cfg-scale", type=float, default=None, help=f"default {_D.cfg_scale}")
+    p.add_argument("--cfg-rescale", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None, help="-1 (default) picks a random seed")
+    p.add_argument("--subseed", type=int, default=None, help="variation seed")
+    p.add_argument("--subseed-strength", type=float, default=None, help="variation strength, 0..1")
+    p.add_argument("--seed-resize-from-w", type=int, default=None)
+    p.add_argument("--seed-resize-from-h", type=int, default=None)
+    p.add_argument("--width", "-W", type=int, default=None, help="default: the model's native size (img2img: the picture's)")
+    p.add_argument("--height", "-H", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--n-iter", type=int, default=None, help="number of batches")
+    p.add_argument("--clip-skip", type=int, default=None)
     p.add_argument("--eta", type=float, default=None)
+    p.add_argument("--refiner-checkpoint", default=None, help="SDXL refiner checkpoint")
+    p.add_argument("--refiner-switch-at", type=float, default=None, help=f"default {_D.refiner_switch_at}")
+    p.add_argument("--from-png", type=Path, default=None,
+                   help="take every parameter from a PNG's JSON chunk (else its A1111 text) and paint it again")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
-_PARAM_FIELDS = ("negative_prompt", "steps", "sampler_name", "scheduler", "cfg_scale", "cfg_rescale", "seed",
-                 "subseed", "subseed_strength", "width", "height", "batch_size", "n_iter", "clip_skip", "eta")
+def add_hires_options(p: argparse.ArgumentParser) -> None:
+    """Hires fix (txt2img)."""
+    p.add_argument("--enable-hr", action="store_true", default=None, help="hires fix: upscale, then a second pass")
+    p.add_argument("--hr-scale", type=float, default=None, help=f"default {_D.hr_scale}")
+    p.add_argument("--hr-upscaler", default=None,
+                   help='"Latent", "Latent (bicubic)", "Latent (nearest)", "Lanczos", ... or an ESRGAN model file')
+    p.add_argument("--hr-second-pass-steps", type=int, default=None)
+    p.add_argument("--hr-resize-x", type=int, default=None)
+    p.add_argument("--hr-resize-y", type=int, default=None)
+    p.add_argument("--hr-sampler-name", default=None)
+    p.add_argument("--hr-scheduler", default=None)
+    p.add_argument("--hr-prompt", default=None)
+    p.add_argument("--hr-negative-prompt", default=None)
+    p.add_argument("--denoising-strength", type=float, default=None, help="of the second pass")
+
+
+def add_image_options(p: argparse.ArgumentParser) -> None:
+    """img2img: init pictures, denoising strength, resize mode."""
+    p.add_argument("--init-image", "-i", type=Path, nargs="+", required=True, help="starting picture(s)")
+    p.add_argument("--denoising-strength", type=float, default=None, help=f"0..1 (default {_D.denoising_strength})")
+    p.add_argument("--resize-mode", type=_choice(RESIZE_MODES), default=None,
+                   help="0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale")
+
+
+def add_mask_options(p: argparse.ArgumentParser) -> None:
+    """Inpainting and outpainting."""
+    p.add_argument("--mask", type=Path, default=None, help="mask picture: white = repaint")
+    p.add_argument("--mask-blur", type=int, default=None, help=f"default {_D.mask_blur}")
+    p.add_argument("--inpainting-fill", type=_choice(INPAINTING_FILLS), default=None,
+                   help="masked content: fill, original (default), latent noise, latent nothing (or 0-3)")
+    p.add_argument("--inpaint-full-res", action="store_true", default=None, help='inpaint area "only masked"')
+    p.add_argument("--inpaint-full-res-padding", type=int, default=None, help="only masked padding, pixels")
+    p.add_argument("--inpainting-mask-invert", action="store_const", const=1, default=None,
+                   help="repaint the black part instead")
+    for side in ("left", "right", "top", "bottom"):
+        p.add_argument(f"--outpaint-{side}", type=int, default=None, help=f"outpainting: pixels added on the {side}")
+
+
+def _choice(names: tuple[str, ...]):
+    def parse(text: str) -> int:
+        if text.isdigit() and int(text) < len(names):
+            return int(text)
+        lowered = [n.lower() for n in names]
+        if text.lower() in lowered:
+            return lowered.index(text.lower())
+        raise argparse.ArgumentTypeError(f"{text!r}: use one of {', '.join(names)} (or 0-{len(names) - 1})")
+
+    return parse
+
+
+def given_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The GenerationParams fields set on the command line (flags left out keep their defaults)."""
+    values = {f.name: getattr(args, f.name, None) for f in fields(GenerationParams) if f.name != "prompt"}
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def params_from_args(args: argparse.Namespace, **extra: object) -> GenerationParams:
     """GenerationParams from parsed options (plus pipeline-specific fields)."""
-    values = {name: getattr(args, name) for name in _PARAM_FIELDS if hasattr(args, name)}
-    return GenerationParams.from_kwargs(prompt=args.prompt, **values, **extra)
+    return GenerationParams.from_kwargs(prompt=args.prompt or "", **{**given_params(args), **extra})
 
 
 def model_path(args: argparse.Namespace) -> Path:
@@ -66,4 +131,52 @@ def load_engine(args: argparse.Namespace):
     import huihua
 
     return huihua.load(model_path(args), vae=args.vae, device=args.device, dtype=args.dtype,
-                       prediction=args.prediction)
+                       prediction=args.prediction, lora_dirs=getattr(args, "lora_dir", ()),
+                       embedding_dirs=getattr(args, "embedding_dir", ()))
+
+
+def pipeline_hooks(args: argparse.Namespace, engine):
+    """Hooks from the options: an ESRGAN-family file given as --hr-upscaler becomes a named upscaler."""
+    from dataclasses import replace
+
+    from huihua.pipelines.hooks import PipelineHooks
+
+    hooks = engine.hooks or PipelineHooks()
+    name = getattr(args, "hr_upscaler", None)
+    if not name or not Path(name).is_file():
+        return hooks
+    from huihua.upscale import load_upscaler, upscale
+
+    net = load_upscaler(name, device=engine.device, dtype=engine.dtype)
+
+    def run(image, size):
+        return upscale(image, net, scale=max(size[0] / image.width, size[1] / image.height))
+
+    return replace(hooks, upscalers={**hooks.upscalers, name: run})
+
+
+def read_png_params(path: Path) -> tuple[GenerationParams, int, dict | None]:
+    """(parameters, image index in the batch, JSON record or None) of a picture huihua or A1111 made."""
+    from huihua.infotext import read_infotext, read_json_params
+    from huihua.pipelines.infotext import params_from_infotext, replay_params
+
+    if not path.is_file():
+        raise HuihuaError(f"{path}: no such file")
+    record = read_json_params(path)
+    if record is not None and "params" in record:
+        p, index = replay_params(record)
+        return p, index, record
+    text = read_infotext(path)
+    if not text:
+        raise HuihuaError(f"{path}: carries no generation parameters")
+    return params_from_infotext(text), 0, None
+
+
+def warn_model_mismatch(record: dict | None, engine) -> None:
+    """One line on stderr when the picture was painted by another checkpoint."""
+    if not record:
+        return
+    want = record.get("models", {}).get("checkpoint", {})
+    if want.get("hash") and want.get("hash") != engine.file_hash():
+        print(f"huihua: warning: the picture was painted by {want.get('name')} [{want.get('hash')}], "
+              f"not {engine.name} [{engine.file_hash()}]; pixels will differ", file=sys.stderr)

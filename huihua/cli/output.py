@@ -1,11 +1,15 @@
-"""Saving generated images: PNG with A1111 infotext, never overwriting an existing file."""
+"""Saving generated images: PNG with A1111 infotext and the JSON replay chunk, never overwriting a file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from huihua.errors import HuihuaError
+
 if TYPE_CHECKING:
+    from PIL import Image
+
     from huihua.engine import GenerationResult
 
 DEFAULT_OUTDIR = Path("outputs")
@@ -28,18 +32,34 @@ def numbered_path(outdir: Path, seed: int) -> Path:
     return free_path(outdir / f"{max(numbers, default=-1) + 1:05d}-{seed}.png")
 
 
-def save_results(result: GenerationResult, output: Path | None) -> list[Path]:
-    """Write every image of ``result``; returns the paths written."""
+def save_image(image: Image.Image, path: Path, infotext: str, record: dict | None = None) -> Path:
+    """Write one PNG at ``path`` or, if taken (even by a racing writer), at the next free name."""
     from huihua.infotext import write_png
 
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        target = free_path(path)
+        try:
+            return write_png(target, image, infotext, record)
+        except HuihuaError:
+            if not target.exists():
+                raise
+    raise HuihuaError(f"{path}: no free file name beside it")
+
+
+def save_results(result: GenerationResult, output: Path | None, only: int | None = None) -> list[Path]:
+    """Write every image of ``result`` (or only image ``only``); returns the paths written."""
+    records = getattr(result, "records", ()) or ()
     paths = []
-    for i, (image, seed, text) in enumerate(zip(result.images, result.seeds, result.infotexts)):
+    indexes = range(len(result.images)) if only is None else [only]
+    for i in indexes:
+        image, seed, text = result.images[i], result.seeds[i], result.infotexts[i]
+        record = records[i] if i < len(records) else None
         if output is None:
             path = numbered_path(DEFAULT_OUTDIR, seed)
         else:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            base = output if len(result.images) == 1 else output.with_name(f"{output.stem}-{i}{output.suffix}")
-            path = free_path(base.with_suffix(base.suffix or ".png"))
-        write_png(path, image, text)
-        paths.append(path)
+            many = only is None and len(result.images) > 1
+            base = output.with_name(f"{output.stem}-{i}{output.suffix}") if many else output
+            path = base.with_suffix(base.suffix or ".png")
+        paths.append(save_image(image, path, text, record))
     return paths

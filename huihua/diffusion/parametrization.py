@@ -44,7 +44,7 @@ def rescale_zero_terminal_snr(alphas_cumprod: Tensor) -> Tensor:
     return rescaled
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ModelSampling:
     """A discrete diffusion schedule (``sigmas`` increasing with timestep) and its parametrization."""
 

@@ -147,9 +147,15 @@ def _check_names(p: GenerationParams) -> None:
     """Sampler and schedule names must exist (hires ones too when given)."""
     from huihua.diffusion.names import resolve
 
-    resolve(p.sampler_name, p.scheduler)
+    try:
+        resolve(p.sampler_name, p.scheduler)
+    except ParameterError as e:
+        raise ParameterError(f"sampler_name/scheduler: {e}") from None
     if p.hr_sampler_name or p.hr_scheduler:
-        resolve(p.hr_sampler_name or p.sampler_name, p.hr_scheduler or p.scheduler)
+        try:
+            resolve(p.hr_sampler_name or p.sampler_name, p.hr_scheduler or p.scheduler)
+        except ParameterError as e:
+            raise ParameterError(f"hr_sampler_name/hr_scheduler: {e}") from None
 
 
 def hires_size(p: GenerationParams, multiple: int = MIN_MULTIPLE) -> tuple[int, int]:

@@ -51,6 +51,8 @@ class DefaultRecipe:
     ddpm: DDPMTrainConfig = DDPMTrainConfig(dataset_size=12_000, batch=32, caption_dropout=0.1)
     unet_loop: LoopConfig = LoopConfig(steps=2000, lr=5e-4, warmup=100, ema_decay=0.999)
     resolution: int = 64
+    # Images used to measure the stages: CLIP zero-shot, VAE held-out PSNR, latent scale factor.
+    probe_images: tuple[int, int, int] = (200, 64, 256)
 
 
 def quick_recipe(seed: int = 0) -> DefaultRecipe:
@@ -69,6 +71,7 @@ def quick_recipe(seed: int = 0) -> DefaultRecipe:
                         transformer_depth_middle=0, num_heads=2, context_dim=32),
         ddpm=DDPMTrainConfig(dataset_size=16, batch=4, encode_chunk=8),
         unet_loop=LoopConfig(steps=4, lr=1e-3, warmup=1, ema_decay=0.9, checkpoint_seconds=0.0),
+        probe_images=(8, 4, 16),
     )
 
 
@@ -94,7 +97,7 @@ def _stage_clip(r: DefaultRecipe, out: Path, tok: CLIPTokenizer, progress: bool,
     losses, _ = train_loop("clip", model, clip_loss_fn(model, c, tok, r.seed * 7 + 100_000), r.clip_loop,
                            out / "clip.pt", progress, log)
     model.requires_grad_(False)
-    metrics = zero_shot_accuracy(model, tok, seed=r.seed + 999, n=200, tokens=c.tokens)
+    metrics = zero_shot_accuracy(model, tok, seed=r.seed + 999, n=r.probe_images[0], tokens=c.tokens)
     metrics["clip_final_loss"] = sum(losses[-20:]) / len(losses[-20:])
     return model, metrics
 
@@ -105,8 +108,8 @@ def _stage_vae(r: DefaultRecipe, out: Path, progress: bool, log, device) -> tupl
     losses, _ = train_loop("vae", vae, vae_loss_fn(vae, r.vae_train, r.seed * 7 + 200_000, r.seed + 2),
                            r.vae_loop, out / "vae.pt", progress, log)
     vae.requires_grad_(False)
-    metrics = {"vae_heldout_psnr": heldout_psnr(vae, r.seed + 998),
-               "scale_factor": latent_scale_factor(vae, r.seed + 997),
+    metrics = {"vae_heldout_psnr": heldout_psnr(vae, r.seed + 998, r.probe_images[1]),
+               "scale_factor": latent_scale_factor(vae, r.seed + 997, r.probe_images[2]),
                "vae_final_loss": sum(losses[-20:]) / len(losses[-20:])}
     return vae, metrics
 

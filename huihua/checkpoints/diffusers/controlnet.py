@@ -20,7 +20,7 @@ from huihua.checkpoints.diffusers.unet import (
     ldm_unet_to_diffusers,
     unet_config_from_diffusers,
 )
-from huihua.checkpoints.detect import _count, _shape  # the shape readers detection uses
+from huihua.checkpoints.detect import count_children, require_shape
 from huihua.checkpoints.io import TensorInfo
 from huihua.checkpoints.specs import UNetConfig
 from huihua.errors import CheckpointError
@@ -105,35 +105,35 @@ def controlnet_config_from_diffusers_keys(
     info: Mapping[str, TensorInfo], heads_from: UNetConfig, name: str = "ControlNet"
 ) -> ControlNetConfig:
     """Rebuild a diffusers-keyed ControlNet's config from its shapes; head counts come from ``heads_from``."""
-    mc, in_channels = _shape(info, "conv_in.weight", name)[:2]
-    levels = _count(info, "down_blocks.")
-    widths = [_shape(info, f"down_blocks.{i}.resnets.0.conv2.weight", name)[0] for i in range(levels)]
-    depths = tuple(_count(info, f"down_blocks.{i}.attentions.0.transformer_blocks.") for i in range(levels))
+    mc, in_channels = require_shape(info, "conv_in.weight", name)[:2]
+    levels = count_children(info, "down_blocks.")
+    widths = [require_shape(info, f"down_blocks.{i}.resnets.0.conv2.weight", name)[0] for i in range(levels)]
+    depths = tuple(count_children(info, f"down_blocks.{i}.attentions.0.transformer_blocks.") for i in range(levels))
     context_dim = linear = None
     for key in sorted(info):
         if key.endswith("transformer_blocks.0.attn2.to_k.weight"):
             context_dim = info[key].shape[1]
             proj_in = key.replace("transformer_blocks.0.attn2.to_k.weight", "proj_in.weight")
-            linear = len(_shape(info, proj_in, name)) == 2
+            linear = len(require_shape(info, proj_in, name)) == 2
             break
     if context_dim is None or not levels or any(w % mc for w in widths):
         raise CheckpointError(f"{name}: ControlNet blocks have an unrecognised layout")
     label = info.get("add_embedding.linear_1.weight")
-    n_hint = _count(info, "controlnet_cond_embedding.blocks.") // 2
-    hint_widths = [_shape(info, "controlnet_cond_embedding.conv_in.weight", name)[0]]
+    n_hint = count_children(info, "controlnet_cond_embedding.blocks.") // 2
+    hint_widths = [require_shape(info, "controlnet_cond_embedding.conv_in.weight", name)[0]]
     for j in range(n_hint):  # blocks alternate a same-width conv and a stride-2 conv to the next width
-        hint_widths.append(_shape(info, f"controlnet_cond_embedding.blocks.{2 * j + 1}.weight", name)[0])
+        hint_widths.append(require_shape(info, f"controlnet_cond_embedding.blocks.{2 * j + 1}.weight", name)[0])
     unet = replace(
         heads_from,
         in_channels=in_channels,
         model_channels=mc,
         channel_mult=tuple(w // mc for w in widths),
-        num_res_blocks=_count(info, "down_blocks.0.resnets."),
+        num_res_blocks=count_children(info, "down_blocks.0.resnets."),
         transformer_depth=depths,
-        transformer_depth_middle=_count(info, "mid_block.attentions.0.transformer_blocks."),
+        transformer_depth_middle=count_children(info, "mid_block.attentions.0.transformer_blocks."),
         context_dim=context_dim,
         use_linear_in_transformer=bool(linear),
         adm_in_channels=label.shape[1] if label is not None else None,
     )
-    hint_channels = _shape(info, "controlnet_cond_embedding.conv_in.weight", name)[1]
+    hint_channels = require_shape(info, "controlnet_cond_embedding.conv_in.weight", name)[1]
     return ControlNetConfig(unet=unet, hint_channels=hint_channels, hint_widths=tuple(hint_widths))

@@ -30,7 +30,7 @@ def is_diffusers_folder(path: Path) -> bool:
     return (path / "model_index.json").is_file()
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -42,7 +42,7 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     """All tensors of one component folder (safetensors preferred; pickles only as weights)."""
     for name in _WEIGHT_NAMES:
         f = folder / name
@@ -68,8 +68,8 @@ def _component(root: Path, index: dict, name: str) -> Path | None:
 def _convert_text_encoder(folder: Path, layout: str, prefix: str, tensors: dict, arch: dict) -> None:
     from huihua.checkpoints.diffusers.clip import hf_clip_to_ldm
 
-    cfg = _read_json(folder / "config.json")
-    for k, v in hf_clip_to_ldm(_read_weights(folder), layout).items():
+    cfg = read_json(folder / "config.json")
+    for k, v in hf_clip_to_ldm(read_weights(folder), layout).items():
         tensors[prefix + k] = v
     arch.setdefault("text_heads", []).append(int(cfg.get("num_attention_heads", cfg.get("hidden_size", 768) // 64)))
 
@@ -79,23 +79,23 @@ def open_diffusers_folder(root: Path) -> tuple[TensorSource, str | None]:
     from huihua.checkpoints.diffusers.unet import diffusers_unet_to_ldm, unet_config_from_diffusers
     from huihua.checkpoints.diffusers.vae import diffusers_vae_to_ldm, vae_config_from_diffusers
 
-    index = _read_json(root / "model_index.json")
+    index = read_json(root / "model_index.json")
     unet_dir = _component(root, index, "unet")
     vae_dir = _component(root, index, "vae")
     if unet_dir is None or vae_dir is None:
         raise CheckpointError(f"{root}: diffusers folder without unet/ or vae/")
     tensors: dict[str, torch.Tensor] = {}
     arch: dict = {}
-    unet_cfg = unet_config_from_diffusers(_read_json(unet_dir / "config.json"))
-    for k, v in diffusers_unet_to_ldm(_read_weights(unet_dir), unet_cfg).items():
+    unet_cfg = unet_config_from_diffusers(read_json(unet_dir / "config.json"))
+    for k, v in diffusers_unet_to_ldm(read_weights(unet_dir), unet_cfg).items():
         tensors[UNET_PREFIX + k] = v
     if unet_cfg.num_heads is not None:
         arch["num_heads"] = unet_cfg.num_heads
     else:
         arch["num_head_channels"] = unet_cfg.num_head_channels
-    vae_json = _read_json(vae_dir / "config.json")
+    vae_json = read_json(vae_dir / "config.json")
     vae_cfg = vae_config_from_diffusers(vae_json)
-    for k, v in diffusers_vae_to_ldm(_read_weights(vae_dir), vae_cfg).items():
+    for k, v in diffusers_vae_to_ldm(read_weights(vae_dir), vae_cfg).items():
         tensors[VAE_PREFIX + k] = v
     arch["scale_factor"] = vae_cfg.scale_factor
     arch["shift_factor"] = vae_cfg.shift_factor
@@ -109,7 +109,7 @@ def open_diffusers_folder(root: Path) -> tuple[TensorSource, str | None]:
     elif te2 is not None:  # SDXL refiner
         _convert_text_encoder(te2, "openclip", SDXL_TEXT_PREFIXES[0], tensors, arch)
     elif te1 is not None:
-        cfg = _read_json(te1 / "config.json")
+        cfg = read_json(te1 / "config.json")
         openclip = cfg.get("hidden_act") == "gelu"  # SD2's OpenCLIP tower; SD1's CLIP uses quick_gelu
         _convert_text_encoder(te1, "openclip" if openclip else "hf", SD1_TEXT_PREFIX, tensors, arch)
         if openclip:
@@ -121,7 +121,7 @@ def open_diffusers_folder(root: Path) -> tuple[TensorSource, str | None]:
     prediction = None
     sched = root / "scheduler" / "scheduler_config.json"
     if sched.is_file():
-        prediction = _read_json(sched).get("prediction_type")
+        prediction = read_json(sched).get("prediction_type")
     return DictSource(str(root), tensors, {ARCH_METADATA_KEY: json.dumps(arch)}), prediction
 
 

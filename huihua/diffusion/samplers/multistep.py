@@ -5,24 +5,24 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import numpy as np
-from numpy.polynomial import polynomial as P
 from torch import Tensor
 
 from huihua.diffusion.samplers.core import Context, steps, to_d
 
 
 def lms_coefficients(sigmas: list[float], i: int, order: int) -> list[float]:
-    """Weights of d_i, d_{i-1}, ... : the Lagrange basis through sigma_i..sigma_{i-order+1}, integrated exactly."""
+    """Weights of d_i, d_{i-1}, ...: the Lagrange basis through sigma_i..sigma_{i-order+1}, integrated exactly."""
     nodes = [sigmas[i - j] for j in range(order)]
+    a, b = sigmas[i], sigmas[i + 1]
     coeffs = []
     for j in range(order):
-        basis = np.array([1.0])
+        poly = [1.0]  # coefficients of the basis polynomial, lowest power first
         for k in range(order):
             if k != j:
-                basis = P.polymul(basis, np.array([-nodes[k], 1.0])) / (nodes[j] - nodes[k])
-        integral = P.polyint(basis)
-        coeffs.append(float(P.polyval(sigmas[i + 1], integral) - P.polyval(sigmas[i], integral)))
+                scale = 1.0 / (nodes[j] - nodes[k])
+                shifted = [0.0] + poly  # tau * poly
+                poly = [(hi - nodes[k] * lo) * scale for hi, lo in zip(shifted, poly + [0.0])]
+        coeffs.append(sum(c * (b ** (m + 1) - a ** (m + 1)) / (m + 1) for m, c in enumerate(poly)))
     return coeffs
 
 

@@ -28,7 +28,7 @@ def dpmpp_2s_ancestral(ctx: Context, x: Tensor, sigmas: list[float]) -> Tensor:
 
 
 def dpmpp_sde(ctx: Context, x: Tensor, sigmas: list[float], r: float = 0.5) -> Tensor:
-    """DPM-Solver++ SDE (k-diffusion): a stochastic second-order single step through sigma at fraction r of log-sigma."""
+    """DPM-Solver++ SDE (k-diffusion): stochastic second-order single steps via the sigma at fraction r of log-sigma."""
     eta, fac = ctx.eta, 1 / (2 * r)
     for i, sigma, sigma_next in steps(sigmas):
         denoised = ctx.model(x, sigma)

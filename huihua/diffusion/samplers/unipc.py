@@ -36,7 +36,9 @@ def _coefficients(rks: list[float], h: float, variant: Variant) -> tuple[np.ndar
     return r, np.array(b), b_h, h_phi_1
 
 
-def _differences(history: list[tuple[float, Tensor]], order: int, lam_0: float, h: float) -> tuple[list[float], list[Tensor]]:
+def _differences(
+    history: list[tuple[float, Tensor]], order: int, lam_0: float, h: float
+) -> tuple[list[float], list[Tensor]]:
     """(r_k, D1_k) for k = 1..order-1: scaled differences of older data predictions from the newest."""
     sigma_0, m0 = history[-1]
     rks, d1s = [], []
