@@ -238,6 +238,8 @@ def test_sample_rejects_bad_input() -> None:
         samplers.sample("euler", mixture_denoiser, x, torch.tensor([1.0]))
     with pytest.raises(ParameterError, match="sigmas"):
         samplers.sample("euler", mixture_denoiser, x, torch.tensor([1.0, -0.5]))
+    with pytest.raises(ParameterError, match="dpm_adaptive_order"):
+        SamplerOptions(dpm_adaptive_order=4)
     with pytest.raises(ParameterError, match="seeds"):
         samplers.sample("euler_ancestral", mixture_denoiser, x, torch.tensor([1.0, 0.5, 0.0]), seeds=[1, 2])
 

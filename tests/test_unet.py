@@ -19,6 +19,7 @@ from huihua.checkpoints.diffusers.unet import (
 )
 from huihua.checkpoints.specs import UNetConfig
 from huihua.errors import CheckpointError, ParameterError
+from huihua.nn.layers import GEMM_CONV_MIN_RATIO, conv2d
 from huihua.nn.unet import UNetModel
 from tests.tiny_models import (
     sdxl_label_vector,
@@ -151,6 +152,34 @@ def test_channels_last_input_gives_same_output() -> None:
 def test_odd_latent_size_matches_diffusers() -> None:
     cfg, ref, ours = pair("sd1")
     inp = tiny_unet_inputs(cfg, size=13)
+    with torch.no_grad():
+        expected = ref(inp["x"], inp["timesteps"], inp["context"]).sample
+        got = ours(inp["x"], inp["timesteps"], inp["context"])
+    assert_close(got, expected)
+
+
+@pytest.mark.parametrize(
+    ("c_in", "size", "kernel", "stride", "padding"),
+    [(64, 2, 3, 1, 1), (64, 4, 3, 2, 1), (32, 3, 1, 1, 0), (8, 16, 3, 1, 1), (64, 8, 3, 1, 1)],
+)
+def test_conv2d_gemm_path_matches_conv(c_in: int, size: int, kernel: int, stride: int, padding: int) -> None:
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(c_in, 48, kernel, stride=stride, padding=padding)
+    x = torch.randn(2, c_in, size, size)
+    out_positions = 2 * ((size + 2 * padding - kernel) // stride + 1) ** 2
+    gemm = kernel == 1 or c_in * kernel * kernel >= GEMM_CONV_MIN_RATIO * out_positions
+    assert gemm == (size <= 4)  # the cases cover both paths
+    with torch.no_grad():
+        assert_close(conv2d(conv, x), conv(x))
+        assert_close(conv2d(conv, x.contiguous(memory_format=torch.channels_last)), conv(x))
+    leaf = x.clone().requires_grad_()
+    conv2d(conv, leaf).sum().backward()
+    assert leaf.grad is not None and conv.weight.grad is not None
+
+
+def test_tiny_latents_through_gemm_convs_match_diffusers() -> None:
+    cfg, ref, ours = pair("sd1")
+    inp = tiny_unet_inputs(cfg, size=4)  # level 1 at 2x2: its 3x3 convs take the im2col + GEMM path
     with torch.no_grad():
         expected = ref(inp["x"], inp["timesteps"], inp["context"]).sample
         got = ours(inp["x"], inp["timesteps"], inp["context"])

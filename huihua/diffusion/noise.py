@@ -10,8 +10,8 @@ latent's device and dtype.
   A1111 draws its ancestral noise from when its RNG source is "CPU").
 - :class:`BrownianTreeNoiseSampler`: the normalised increment (W(sigma_next) - W(sigma)) /
   sqrt(|sigma_next - sigma|) of one Brownian motion W per image, fixed by the seed over the whole
-  sigma range, so SDE samplers see consistent noise whatever the step count (Kidger et al. 2021,
-  "Efficient and Accurate Gradients for Neural SDEs", virtual Brownian tree).
+  sigma range, so SDE samplers see consistent noise whatever the step count (the virtual Brownian
+  tree of Li et al. 2020, "Scalable Gradients for Stochastic Differential Equations").
 
 Both samplers follow k-diffusion's contract ``noise_sampler(sigma, sigma_next) -> noise like x``.
 """
@@ -62,8 +62,9 @@ def _check_seeds(seeds: Sequence[int], batch: int) -> list[int]:
     return seeds
 
 
-def seeded_randn(shape: Sequence[int], seeds: Sequence[int], device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32) -> Tensor:
+def seeded_randn(
+    shape: Sequence[int], seeds: Sequence[int], device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> Tensor:
     """N(0, 1) noise of ``shape`` (B, ...), image i drawn from a CPU generator seeded with seeds[i]."""
     seeds = _check_seeds(seeds, shape[0])
     draws = [torch.randn(tuple(shape[1:]), generator=torch.Generator().manual_seed(s)) for s in seeds]
@@ -87,7 +88,7 @@ class GaussianNoiseSampler:
         return _to_device(torch.stack(draws), self._device, self._dtype)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Node:
     """An interval [a, b] of the tree with the Brownian values (B, ...) at its ends; ``index`` names it."""
 
@@ -110,7 +111,8 @@ class VirtualBrownianTree:
     W(t1) and the midpoint of every dyadic interval are drawn from generators seeded by (seed, node)
     (Brownian-bridge bisection, ``depth`` levels); inside a leaf, W(t) is a bridge sample seeded by
     t itself.  The last root-to-leaf path is kept, so nearby queries cost few draws.  Values are
-    float32 CPU tensors (B, *shape), one row per seed; rows never mix.
+    float32 CPU tensors (B, *shape), one row per seed; rows never mix.  By default a leaf is at most
+    t0 / 100 wide, so two sigmas of a schedule practically never share one.
     """
 
     def __init__(

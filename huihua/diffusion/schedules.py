@@ -146,7 +146,7 @@ def ddim_uniform(steps: int, ms: ModelSampling) -> Tensor:
 
 
 def kl_optimal(steps: int, sigma_min: float, sigma_max: float) -> Tensor:
-    """tan of arctan(sigma) evenly spaced from sigma_max to sigma_min (Sabour et al. 2024, eq. 18)."""
+    """tan of arctan(sigma) spaced evenly from sigma_max to sigma_min (KL-optimal schedule, Sabour et al. 2024)."""
     _check_steps(steps)
     w = torch.linspace(0, 1, steps, dtype=torch.float64) if steps > 1 else torch.zeros(1, dtype=torch.float64)
     return _append_zero(torch.tan(w * math.atan(sigma_min) + (1 - w) * math.atan(sigma_max)))

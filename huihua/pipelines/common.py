@@ -74,7 +74,10 @@ def full_sigmas(engine: Engine, sampler_name: str, scheduler: str, steps: int) -
     """The schedule (steps+1 sigmas ending in 0) a sampler runs for ``steps`` steps."""
     from huihua.diffusion import schedules
 
-    return schedules.get_sigmas(scheduler, steps=steps, model_sampling=engine.model_sampling, sampler=sampler_name)
+    # Align Your Steps has separate published lists for SD1-style and SDXL models.
+    options = schedules.ScheduleOptions(ays_family="sdxl" if engine.spec.family.startswith("sdxl") else "sd1")
+    return schedules.get_sigmas(scheduler, steps=steps, model_sampling=engine.model_sampling, sampler=sampler_name,
+                                options=options)
 
 
 def img2img_sigmas(engine: Engine, sampler_name: str, scheduler: str, steps: int, strength: float) -> torch.Tensor:

@@ -49,7 +49,7 @@ class DefaultRecipe:
                                   transformer_depth=(0, 1, 1), transformer_depth_middle=1,
                                   num_heads=4, context_dim=128)
     ddpm: DDPMTrainConfig = DDPMTrainConfig(dataset_size=12_000, batch=32, caption_dropout=0.1)
-    unet_loop: LoopConfig = LoopConfig(steps=2000, lr=5e-4, warmup=100, ema_decay=0.999)
+    unet_loop: LoopConfig = LoopConfig(steps=2500, lr=5e-4, warmup=100, ema_decay=0.999)
     resolution: int = 64
     # Images used to measure the stages: CLIP zero-shot, VAE held-out PSNR, latent scale factor.
     probe_images: tuple[int, int, int] = (200, 64, 256)

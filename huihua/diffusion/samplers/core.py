@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from huihua.diffusion.noise import NoiseSampler
+from huihua.errors import ParameterError
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 Callback = Callable[[int, Tensor, Tensor, float], None]  # (step, x, denoised, sigma)
@@ -35,6 +36,20 @@ class SamplerOptions:
     dpm_adaptive_rtol: float = 0.05
     dpm_adaptive_atol: float = 0.0078
     dpm_adaptive_h_init: float = 0.05
+
+    def __post_init__(self) -> None:
+        checks = {
+            "lms_order": self.lms_order >= 1,
+            "unipc_order": self.unipc_order >= 1,
+            "dpm_adaptive_order": self.dpm_adaptive_order in (2, 3),
+            "eta": self.eta is None or self.eta >= 0,
+            "s_noise": self.s_noise >= 0,
+            "s_churn": self.s_churn >= 0,
+            "dpm_adaptive_h_init": self.dpm_adaptive_h_init > 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ParameterError(f"SamplerOptions.{name}: {getattr(self, name)!r} is out of range")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from huihua.diffusion.samplers.core import Context, ancestral_step
+from huihua.errors import HuihuaError
 
 
 def _sigma(t: float) -> float:
@@ -31,7 +32,7 @@ def _step_1(x: Tensor, t: float, t_next: float, eps: Tensor) -> Tensor:
 
 
 def _step_2(ctx: Context, x: Tensor, t: float, t_next: float, eps: Tensor, r1: float = 0.5) -> tuple[Tensor, Tensor]:
-    """DPM-Solver-2 (Alg. 4 of the paper) from t to t_next; also returns the extra evaluation's eps."""
+    """Single-step DPM-Solver-2 from t to t_next; also returns the extra evaluation's eps."""
     h = t_next - t
     s1 = t + r1 * h
     u1 = x - eps * (_sigma(s1) * math.expm1(r1 * h))
@@ -41,7 +42,7 @@ def _step_2(ctx: Context, x: Tensor, t: float, t_next: float, eps: Tensor, r1: f
 
 
 def _step_3(ctx: Context, x: Tensor, t: float, t_next: float, eps: Tensor, eps_r1: Tensor | None = None) -> Tensor:
-    """DPM-Solver-3 (Alg. 5 of the paper, r1 = 1/3, r2 = 2/3) from t to t_next."""
+    """Single-step DPM-Solver-3 (r1 = 1/3, r2 = 2/3) from t to t_next."""
     r1, r2 = 1 / 3, 2 / 3
     h = t_next - t
     s1, s2 = t + r1 * h, t + r2 * h
@@ -92,7 +93,7 @@ def dpm_fast(ctx: Context, x: Tensor, sigmas: list[float]) -> Tensor:
 
 
 def dpm_adaptive(ctx: Context, x: Tensor, sigmas: list[float]) -> Tensor:
-    """DPM-Solver-12/23 with adaptive step size (Lu et al. 2022, §4.2 / Alg. 6; k-diffusion's I-controller).
+    """DPM-Solver-12/23 with adaptive step size (Lu et al. 2022, §4.2; k-diffusion's I-controller).
 
     Reads the error norm on the host once per step: this sampler does synchronise, by design.
     """
@@ -116,6 +117,8 @@ def dpm_adaptive(ctx: Context, x: Tensor, sigmas: list[float]) -> Tensor:
             x_high = _step_3(ctx, x, s, t_to, eps, eps_r1)
         scale = torch.clamp(torch.maximum(x_low.abs(), x_prev.abs()) * o.dpm_adaptive_rtol, min=o.dpm_adaptive_atol)
         error = float(torch.linalg.vector_norm((x_low - x_high) / scale)) / math.sqrt(x.numel())
+        if not math.isfinite(error):
+            raise HuihuaError(f"DPM adaptive: non-finite error estimate at sigma {_sigma(s):.4g} (NaN denoiser?)")
         factor = 1 + math.atan((1 / (error + 1e-8)) ** exponent - 1)  # limited I-controller
         if factor >= 0.81:
             x_prev = x_low
