@@ -2,7 +2,9 @@
 
 Both models share the very same random weight tensors (ours built on meta and initialised, the
 diffusers one loaded from our converted state dict with ``assign=True``), and are timed
-alternately in one process. Reports median seconds per step, the ratio, and peak RSS.
+alternately in one process. Reports median wall seconds per step, their ratio, median process CPU
+seconds (steadier than wall time on a shared machine), the peak RSS rise during a step, and the
+process's peak RSS.
 
     python bench/unet_step.py --sizes 32 --repeats 5          # fp32 CPU, 2 threads
     python bench/unet_step.py --device cuda --dtype fp16 --sizes 64 128
@@ -73,16 +75,16 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(fn: Callable[[], Tensor], device: torch.device) -> tuple[float, float]:
-    """(seconds, peak RSS rise in MiB over the RSS before the call) of one call."""
+def measure(fn: Callable[[], Tensor], device: torch.device) -> tuple[float, float, float]:
+    """(wall seconds, process CPU seconds, peak RSS rise in MiB over the RSS before) of one call."""
     base = rss_mib("VmRSS")
     reset_peak_rss()
     sync(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     fn()
     sync(device)
-    seconds = time.perf_counter() - start
-    return seconds, rss_mib("VmHWM") - base
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    return seconds, cpu, rss_mib("VmHWM") - base
 
 
 def bench_size(ours: nn.Module, ref: nn.Module, size: int, args: argparse.Namespace) -> dict[str, float]:
@@ -104,13 +106,16 @@ def bench_size(ours: nn.Module, ref: nn.Module, size: int, args: argparse.Namesp
             for fn in runs.values():
                 fn()
         times: dict[str, list[float]] = {name: [] for name in runs}
+        cpus: dict[str, list[float]] = {name: [] for name in runs}
         peaks: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(args.repeats):
             for name, fn in runs.items():
-                seconds, peak = measure(fn, device)
+                seconds, cpu, peak = measure(fn, device)
                 times[name].append(seconds)
+                cpus[name].append(cpu)
                 peaks[name].append(peak)
     out = {f"{name}_s": statistics.median(v) for name, v in times.items()}
+    out.update({f"{name}_cpu": statistics.median(v) for name, v in cpus.items()})
     out.update({f"{name}_peak_mib": max(v) for name, v in peaks.items()})
     out["ratio"] = out["huihua_s"] / out["diffusers_s"]
     out["max_abs_diff"] = diff
@@ -136,14 +141,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"SD1.5 UNet, {params / 1e6:.1f}M parameters shared by both models, built in "
           f"{time.perf_counter() - start:.1f}s; {args.device} {args.dtype}, {args.threads} threads, "
           f"channels_last={args.channels_last}, batch 2 (one CFG step), median of {args.repeats}")
-    print(f"{'latent':>7} {'huihua s':>9} {'diffusers s':>12} {'ratio':>6} "
+    print(f"{'latent':>7} {'huihua s':>9} {'diffusers s':>12} {'ratio':>6} {'cpu s (h/d)':>13} "
           f"{'huihua +MiB':>12} {'diffusers +MiB':>15} {'max|diff|':>10}")
     for size in args.sizes:
         r = bench_size(ours, ref, size, args)
-        print(f"{size:>4}x{size:<2} {r['huihua_s']:>9.3f} {r['diffusers_s']:>12.3f} {r['ratio']:>6.3f} "
+        cpu = f"{r['huihua_cpu']:.2f}/{r['diffusers_cpu']:.2f}"
+        print(f"{size:>4}x{size:<2} {r['huihua_s']:>9.3f} {r['diffusers_s']:>12.3f} {r['ratio']:>6.3f} {cpu:>13} "
               f"{r['huihua_peak_mib']:>12.0f} {r['diffusers_peak_mib']:>15.0f} {r['max_abs_diff']:>10.2e}")
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"process peak RSS {peak_kib / 1024:.0f} MiB (weights {params * ours.time_embed[0].weight.element_size() / 2**20:.0f} MiB)")
+    weights_mib = params * ours.time_embed[0].weight.element_size() / 2**20
+    print(f"process peak RSS {peak_kib / 1024:.0f} MiB (weights {weights_mib:.0f} MiB)")
 
 
 if __name__ == "__main__":

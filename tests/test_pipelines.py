@@ -17,8 +17,17 @@ from tests.tiny_checkpoints import tiny_engine
 FAST = dict(steps=2, sampler_name="Euler", width=32, height=32)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight the other tests for cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
-def sd1(tmp_path_factory):
+def sd1(tmp_path_factory, one_thread):
     return tiny_engine(tmp_path_factory.mktemp("sd1"), "sd1")
 
 
@@ -61,7 +70,7 @@ def _const_schedule(value: float, end: int = 10) -> CondSchedule:
 
 
 def test_guided_denoiser_combines_and_parts_a1111_style(sd1) -> None:
-    """denoised = u + Σ w_i · s · (c_i − u); checked against separate single-term runs (tol 1e-5)."""
+    """denoised = u + Σ w_i · s · (c_i − u); checked against separate single-term runs (tol 1e-4: batch BLAS)."""
     x, sigma = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([3.0])
     c1, c2, u = _const_schedule(0.1), _const_schedule(-0.2), _const_schedule(0.0)
 
@@ -71,16 +80,17 @@ def test_guided_denoiser_combines_and_parts_a1111_style(sd1) -> None:
     both = GuidedDenoiser(sd1, PromptConds(MultiCond(((c1, 1.0), (c2, 0.5))), u), Guidance(3.0))(x, sigma)
     d1, d2, du = single(c1), single(c2), single(u)
     expected = du + 3.0 * (d1 - du) + 1.5 * (d2 - du)
-    assert torch.allclose(both, expected, atol=1e-5)
+    assert torch.allclose(both, expected, atol=1e-4)
+    assert not torch.allclose(both, d1, atol=1e-2)
 
 
-def test_prompt_editing_switches_conditioning_per_step(sd1) -> None:
+def test_prompt_editing_switches_conditioning_per_step(sd1, monkeypatch) -> None:
     seen = []
     ctx_a, ctx_b = torch.zeros(1, 77, 24), torch.ones(1, 77, 24)
     schedule = CondSchedule((ScheduledCond(1, ctx_a, None), ScheduledCond(4, ctx_b, None)))
     d = GuidedDenoiser(sd1, PromptConds(MultiCond(((schedule, 1.0),)), None), Guidance(1.0))
-    original = d._model
-    d._model = lambda x, t: seen.append(float(d._inputs[0].mean())) or original(x, t)
+    original = sd1.unet.forward
+    monkeypatch.setattr(sd1.unet, "forward", lambda x, t, ctx, **k: seen.append(float(ctx.mean())) or original(x, t, ctx, **k))
     for step in range(4):
         d(torch.zeros(1, 4, 8, 8), torch.tensor([1.0]))
         d.on_step(step)
@@ -89,10 +99,12 @@ def test_prompt_editing_switches_conditioning_per_step(sd1) -> None:
 
 def test_prompt_language_changes_the_picture(sd1) -> None:
     plain = generate(sd1, prompt="a cat", seed=4, **FAST).images[0]
-    edited = generate(sd1, prompt="a [cat:dog:0.5]", seed=4, **FAST).images[0]
+    edited = generate(sd1, prompt="a [cat:dog:0.5]", seed=4, **{**FAST, "steps": 4}).images[0]
+    plain4 = generate(sd1, prompt="a cat", seed=4, **{**FAST, "steps": 4}).images[0]
+    assert np.abs(pixels(plain4) - pixels(edited)).mean() > 0.1
     anded = generate(sd1, prompt="a cat AND a dog :1.2", seed=4, **FAST).images[0]
     broken = generate(sd1, prompt="a BREAK cat", seed=4, **FAST).images[0]
-    for other in (edited, anded, broken):
+    for other in (anded, broken):
         assert np.abs(pixels(plain) - pixels(other)).mean() > 0.1
 
 

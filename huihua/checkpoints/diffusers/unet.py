@@ -39,7 +39,10 @@ def unet_module_map(cfg: UNetConfig) -> ModuleMap:
         ("out.2", "conv_out", "same"),
     ]
     if cfg.adm_in_channels is not None:
-        pairs += [("label_emb.0.0", "add_embedding.linear_1", "same"), ("label_emb.0.2", "add_embedding.linear_2", "same")]
+        pairs += [
+            ("label_emb.0.0", "add_embedding.linear_1", "same"),
+            ("label_emb.0.2", "add_embedding.linear_2", "same"),
+        ]
     per_level = cfg.num_res_blocks + 1
     levels = len(cfg.channel_mult)
     for level in range(levels):
@@ -50,7 +53,8 @@ def unet_module_map(cfg: UNetConfig) -> ModuleMap:
             if has_attn:
                 pairs.append((f"{block}.1", f"down_blocks.{level}.attentions.{j}", "same"))
         if level != levels - 1:
-            pairs.append((f"input_blocks.{(level + 1) * per_level}.0.op", f"down_blocks.{level}.downsamplers.0.conv", "same"))
+            block = f"input_blocks.{(level + 1) * per_level}"
+            pairs.append((f"{block}.0.op", f"down_blocks.{level}.downsamplers.0.conv", "same"))
     pairs.append(("middle_block.0", "mid_block.resnets.0", "res"))
     if cfg.transformer_depth_middle > 0:
         pairs.append(("middle_block.1", "mid_block.attentions.0", "same"))
@@ -149,7 +153,7 @@ _FIXED = {
 def _heads_per_level(cfg: UNetConfig) -> int | list[int]:
     if cfg.num_heads is not None:
         return cfg.num_heads
-    return [cfg.model_channels * m // cfg.heads_at(cfg.model_channels * m)[1] for m in cfg.channel_mult]
+    return [cfg.heads_at(cfg.model_channels * m)[0] for m in cfg.channel_mult]
 
 
 def diffusers_unet_config(cfg: UNetConfig, addition_time_embed_dim: int = 256) -> dict[str, Any]:
@@ -223,7 +227,9 @@ def _check_supported(d: Mapping[str, Any]) -> None:
         raise CheckpointError(f"UNet config.json: norm_eps={eps} is not supported (want 1e-05)")
 
 
-def _heads_from_diffusers(d: Mapping[str, Any], widths: list[int], attn_levels: list[int]) -> tuple[int | None, int | None]:
+def _heads_from_diffusers(
+    d: Mapping[str, Any], widths: list[int], attn_levels: list[int]
+) -> tuple[int | None, int | None]:
     """(num_heads, num_head_channels) from diffusers' (misnamed) ``attention_head_dim``."""
     raw = d.get("attention_head_dim", 8)
     if isinstance(raw, int):

@@ -14,7 +14,13 @@ from torch import Tensor
 from huihua.checkpoints.specs import VAEConfig
 from huihua.errors import CheckpointError
 
-_RESNET_LAYERS = {"norm1": "norm1", "conv1": "conv1", "norm2": "norm2", "conv2": "conv2", "nin_shortcut": "conv_shortcut"}
+_RESNET_LAYERS = {
+    "norm1": "norm1",
+    "conv1": "conv1",
+    "norm2": "norm2",
+    "conv2": "conv2",
+    "nin_shortcut": "conv_shortcut",
+}
 _ATTN_LAYERS = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
 # Names of diffusers releases before 0.14, still found in old folders; read, never written.
 _LEGACY_ATTN = {"query": "q", "key": "k", "value": "v", "proj_attn": "proj_out"}
@@ -43,7 +49,8 @@ def vae_module_map(cfg: VAEConfig) -> ModuleMap:
         for j in range(cfg.num_res_blocks):
             pairs.append((f"encoder.down.{level}.block.{j}", f"encoder.down_blocks.{level}.resnets.{j}", "resnet"))
         if level != levels - 1:
-            pairs.append((f"encoder.down.{level}.downsample.conv", f"encoder.down_blocks.{level}.downsamplers.0.conv", "same"))
+            down = f"encoder.down_blocks.{level}.downsamplers.0.conv"
+            pairs.append((f"encoder.down.{level}.downsample.conv", down, "same"))
     for up in range(levels):
         level = levels - 1 - up  # diffusers counts up blocks from the bottom, LDM by resolution level
         for j in range(cfg.num_res_blocks + 1):
@@ -70,9 +77,7 @@ def _layer(suffix: str, table: Mapping[str, str], key: str) -> tuple[str, str]:
     raise CheckpointError(f"unexpected parameter in VAE key {key!r}")
 
 
-def _convert(
-    sd: Mapping[str, Tensor], cfg: VAEConfig, to_ldm: bool
-) -> dict[str, Tensor]:
+def _convert(sd: Mapping[str, Tensor], cfg: VAEConfig, to_ldm: bool) -> dict[str, Tensor]:
     pairs = vae_module_map(cfg)
     lookup = {(d if to_ldm else ldm): ((ldm if to_ldm else d), kind) for ldm, d, kind in pairs}
     out: dict[str, Tensor] = {}
