@@ -72,6 +72,8 @@ class Engine:
         # What generations may call outside the pipelines: LoRA/embedding folders, upscalers, refiners.
         self.hooks = hooks
         self._hashes: dict[Path, str] = {}
+        # The checkpoint's own VAE while another one is swapped in (None: not swapped, or never loaded).
+        self._own_vae: torch.nn.Module | None = None
 
     @cached_property
     def tokenizer(self) -> CLIPTokenizer:
@@ -115,6 +117,26 @@ class Engine:
             kwargs.setdefault("hooks", self.hooks)
         return generate(self, **kwargs)
 
+    def swap_vae(self, path: str | Path | None) -> None:
+        """Use the VAE in ``path`` from now on (None: back to the checkpoint's own VAE).
+
+        The checkpoint's VAE is kept, so switching back costs nothing; a VAE that does not fit
+        is refused and the current one stays.
+        """
+        from huihua.checkpoints.loader import load_vae
+
+        if path is None:
+            if self.vae_path is None:
+                return
+            # Loaded with an external VAE from the start: read the checkpoint's own one (single files).
+            own = self._own_vae or load_vae(self.path, self.spec.vae, self.dtype, self.device)
+            self.vae, self.vae_path, self._own_vae = own, None, None
+            return
+        new = load_vae(Path(path), self.spec.vae, self.dtype, self.device)
+        if self.vae_path is None:
+            self._own_vae = self.vae
+        self.vae, self.vae_path = new, Path(path)
+
     def load_controlnet(self, path: str | Path) -> ControlNet:
         """Load a ControlNet (LDM or diffusers layout) that fits this model; ``cn(x, hint, t, context, y)``."""
         from huihua.adapters.controlnet import load_controlnet
@@ -123,7 +145,7 @@ class Engine:
 
     def unload(self) -> None:
         """Drop the networks and give their memory back to the operating system."""
-        self.unet = self.vae = None  # type: ignore[assignment]
+        self.unet = self.vae = self._own_vae = None  # type: ignore[assignment]
         self.text_encoders = ()
         self.__dict__.pop("model_sampling", None)
         release_memory()

@@ -98,14 +98,14 @@ def test_prompt_editing_switches_conditioning_per_step(sd1, monkeypatch) -> None
 
 
 def test_prompt_language_changes_the_picture(sd1) -> None:
-    plain = generate(sd1, prompt="a cat", seed=4, **FAST).images[0]
-    edited = generate(sd1, prompt="a [cat:dog:0.5]", seed=4, **{**FAST, "steps": 4}).images[0]
-    plain4 = generate(sd1, prompt="a cat", seed=4, **{**FAST, "steps": 4}).images[0]
-    assert np.abs(pixels(plain4) - pixels(edited)).mean() > 0.1
-    anded = generate(sd1, prompt="a cat AND a dog :1.2", seed=4, **FAST).images[0]
-    broken = generate(sd1, prompt="a BREAK cat", seed=4, **FAST).images[0]
-    for other in (anded, broken):
-        assert np.abs(pixels(plain) - pixels(other)).mean() > 0.1
+    def paint(prompt: str, steps: int = 2) -> np.ndarray:
+        return pixels(generate(sd1, prompt=prompt, seed=4, **{**FAST, "steps": steps}).images[0])
+
+    cat, edited = paint("a cat", 4), paint("a [dog:cat:0.5]", 4)
+    assert np.abs(edited - cat).mean() > 0.3  # the early steps painted a dog (per-step switch: see above)
+    plain = paint("a cat")
+    for other in (paint("a cat AND a dog :1.2"), paint("a BREAK cat")):
+        assert np.abs(plain - other).mean() > 0.3
 
 
 def test_unknown_lora_is_a_prompt_error_naming_it(sd1) -> None:

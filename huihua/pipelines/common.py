@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from huihua.nn.layers import timestep_embedding
+from huihua.runtime import vae_guard
 
 if TYPE_CHECKING:
     from huihua.diffusion.noise import NoiseSampler
@@ -91,13 +92,13 @@ def decode_latents(engine: Engine, latents: torch.Tensor) -> torch.Tensor:
     """Scaled latents (B, C, h, w) -> pixels (B, 3, H, W) in [-1, 1], float32, clamped."""
     vae_cfg = engine.spec.vae
     z = latents / vae_cfg.scale_factor + vae_cfg.shift_factor
-    return engine.vae.decode(z.to(engine.dtype)).float().clamp(-1, 1)
+    return vae_guard.decode(engine.vae, z).float().clamp(-1, 1)
 
 
 def encode_pixels(engine: Engine, pixels: torch.Tensor) -> torch.Tensor:
     """Pixels (B, 3, H, W) in [-1, 1] -> scaled latents (B, C, H/f, W/f) (the VAE's mean)."""
     vae_cfg = engine.spec.vae
-    z = engine.vae.encode(pixels.to(device=engine.device, dtype=engine.dtype)).float()
+    z = vae_guard.encode(engine.vae, pixels.to(device=engine.device)).float()
     return ((z - vae_cfg.shift_factor) * vae_cfg.scale_factor).to(engine.dtype)
 
 
