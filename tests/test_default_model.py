@@ -103,12 +103,18 @@ def test_quick_recipe_trains_exports_and_loads(tmp_path: Path) -> None:
     assert again.metrics == result.metrics  # completed stages resume to identical weights
 
 
-@pytest.fixture(scope="module")
-def shipped():
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One thread: on a busy 2-core machine two threads spin-wait and run several times slower."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread is much faster than two on a busy 2-core machine
-    yield huihua.load(SHIPPED, device="cpu")
+    torch.set_num_threads(1)
+    yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def shipped() -> huihua.Engine:
+    return huihua.load(SHIPPED, device="cpu")
 
 
 def test_shipped_model_is_small_and_detected(shipped: huihua.Engine) -> None:

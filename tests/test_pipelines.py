@@ -149,3 +149,14 @@ def test_variation_strength_moves_the_picture(sd1) -> None:
     b = generate(sd1, prompt="a", seed=3, subseed=8, subseed_strength=0.5, **FAST)
     assert np.abs(pixels(a) - pixels(b.images[0])).mean() > 0.1
     assert "Variation seed: 8, Variation seed strength: 0.5" in b.infotexts[0]
+
+
+def test_and_parts_of_different_lengths_run_in_one_forward_per_length(sd1, monkeypatch) -> None:
+    long_part = ", ".join(["a red circle"] * 30)  # > 75 tokens: two 77-token windows
+    shapes = []
+    original = sd1.unet.forward
+    monkeypatch.setattr(sd1.unet, "forward", lambda x, t, ctx, **k: shapes.append(tuple(ctx.shape[:2])) or original(x, t, ctx, **k))
+    out = generate(sd1, prompt=f"{long_part} AND a cat AND a dog :0.5", seed=2, steps=1, sampler_name="Euler",
+                   width=32, height=32)
+    assert sorted(shapes) == [(1, 154), (3, 77)]  # long part alone; two short parts and the uncond together
+    assert out.images[0].size == (32, 32)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from pathlib import Path
 
 from huihua.cli.generate_cmd import add_output_option, cli_params
 from huihua.cli.options import add_generation_options, add_hires_options, add_model_options, load_engine, pipeline_hooks

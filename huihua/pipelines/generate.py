@@ -25,7 +25,7 @@ from huihua.pipelines.common import SamplerCallback, decode_to_images, latent_sh
 from huihua.pipelines.hooks import PipelineHooks
 from huihua.pipelines.infotext import RunInfo, format_infotext_for, json_record
 from huihua.pipelines.job import Job, Prompts
-from huihua.pipelines.params import GenerationParams, hires_size, validate
+from huihua.pipelines.params import GenerationParams, validate
 from huihua.pipelines.seeds import resolve_seed
 
 if TYPE_CHECKING:
@@ -220,4 +220,4 @@ def make_generate_fn(engine: Engine, **fixed: Any) -> Callable[[str, int], Image
     return fn
 
 
-__all__ = ["PipelineResult", "generate", "hires_size", "make_generate_fn", "merge_params", "resolve_params"]
+__all__ = ["PipelineResult", "generate", "make_generate_fn", "merge_params", "resolve_params"]

@@ -26,7 +26,7 @@ from huihua.nn.vae import AutoencoderKL
 from huihua.train.clip_train import CLIPTrainConfig, TinyCLIP, clip_loss_fn, zero_shot_accuracy
 from huihua.train.ddpm_train import DDPMTrainConfig, LatentDataset, ddpm_loss_fn, encode_dataset
 from huihua.train.loop import LoopConfig, train_loop
-from huihua.train.vae_train import VAETrainConfig, heldout_psnr, latent_scale_factor, vae_loss_fn
+from huihua.train.vae_train import VAETrainConfig, decoder_loss_fn, heldout_psnr, latent_scale_factor, vae_loss_fn
 from huihua.train.vision import ViTConfig
 
 CLIP_PREFIX = "huihua_clip."
@@ -45,6 +45,7 @@ class DefaultRecipe:
                                z_channels=4)
     vae_train: VAETrainConfig = VAETrainConfig(batch=16, kl_weight=1e-6)
     vae_loop: LoopConfig = LoopConfig(steps=600, lr=1e-3, warmup=40)
+    decoder_loop: LoopConfig = LoopConfig(steps=800, lr=5e-4, warmup=20)
     unet: UNetConfig = UNetConfig(model_channels=32, channel_mult=(1, 2, 4), num_res_blocks=1,
                                   transformer_depth=(0, 1, 1), transformer_depth_middle=1,
                                   num_heads=4, context_dim=128)
@@ -64,9 +65,10 @@ def quick_recipe(seed: int = 0) -> DefaultRecipe:
         clip=CLIPTrainConfig(text=text, vision=ViTConfig(width=32, layers=1, heads=2, embed_dim=16),
                              embed_dim=16, batch=8, tokens=24),
         clip_loop=fast,
-        vae=VAEConfig(ch=8, ch_mult=(1, 2), num_res_blocks=1, norm_num_groups=4, z_channels=4),
+        vae=VAEConfig(ch=8, ch_mult=(1, 1, 2), num_res_blocks=1, norm_num_groups=4, z_channels=4),
         vae_train=VAETrainConfig(batch=4),
         vae_loop=fast,
+        decoder_loop=fast,
         unet=UNetConfig(model_channels=32, channel_mult=(1, 1), num_res_blocks=1, transformer_depth=(0, 1),
                         transformer_depth_middle=0, num_heads=2, context_dim=32),
         ddpm=DDPMTrainConfig(dataset_size=16, batch=4, encode_chunk=8),
@@ -112,6 +114,15 @@ def _stage_vae(r: DefaultRecipe, out: Path, progress: bool, log, device) -> tupl
                "scale_factor": latent_scale_factor(vae, r.seed + 997, r.probe_images[2]),
                "vae_final_loss": sum(losses[-20:]) / len(losses[-20:])}
     return vae, metrics
+
+
+def stage_decoder(r: DefaultRecipe, out: Path, vae: AutoencoderKL, progress: bool, log) -> dict:
+    """Fine-tune the decoder on frozen-encoder latents (in place); the latent space is unchanged."""
+    losses, _ = train_loop("decoder", vae, decoder_loss_fn(vae, r.vae_train, r.seed * 7 + 400_000),
+                           r.decoder_loop, out / "decoder.pt", progress, log)
+    vae.requires_grad_(False)
+    return {"vae_heldout_psnr_finetuned": heldout_psnr(vae, r.seed + 998, r.probe_images[1]),
+            "decoder_final_loss": sum(losses[-20:]) / len(losses[-20:])}
 
 
 def _stage_latents(r: DefaultRecipe, out: Path, vae: AutoencoderKL, clip: TinyCLIP, tok: CLIPTokenizer,
@@ -195,5 +206,9 @@ def train_default(recipe: DefaultRecipe, out: Path, resume: bool = False, progre
     unet, unet_metrics = _stage_unet(recipe, out, data, progress, say, device)
     metrics.update(unet_metrics)
     say(f"unet done {time.monotonic() - clock:.0f}s {unet_metrics}")
+    # After the latents were encoded: only the decoder changes, so the UNet's inputs do not.
+    decoder_metrics = stage_decoder(recipe, out, vae, progress, say)
+    metrics.update(decoder_metrics)
+    say(f"decoder done {time.monotonic() - clock:.0f}s {decoder_metrics}")
     path = export_model(out / MODEL_FILE, unet, vae, clip, recipe, metrics["scale_factor"], metrics)
     return TrainResult(path, metrics)

@@ -70,3 +70,24 @@ def latent_scale_factor(vae: AutoencoderKL, seed: int, n: int = 256) -> float:
     """1 / std of the latent means of ``n`` training images (how SD chose 0.18215)."""
     images, _ = make_batch(seed, n, "train")
     return float(1.0 / vae.encode(to_pixels(images).to(vae.quant_conv.weight.device)).std())
+
+
+def decoder_loss_fn(vae: AutoencoderKL, cfg: VAETrainConfig, data_seed: int):
+    """Decoder fine-tuning (SD's ft-MSE idea): L1 + L2 of decoding the frozen encoder's latent means.
+
+    The encoder, hence the latent space the UNet learns, stays exactly as it was.
+    """
+    device = vae.quant_conv.weight.device
+    vae.requires_grad_(False)
+    vae.decoder.requires_grad_(True)
+    vae.post_quant_conv.requires_grad_(True)
+
+    def loss(step: int) -> Tensor:
+        images, _ = make_batch(data_seed + step, cfg.batch, "train")
+        pixels = to_pixels(images).to(device)
+        with torch.no_grad():
+            mean = vae.encode(pixels)
+        err = vae.decode(mean) - pixels
+        return err.abs().mean() + cfg.l2_weight * err.pow(2).mean()
+
+    return loss
