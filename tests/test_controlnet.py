@@ -45,26 +45,11 @@ from huihua.diffusion.parametrization import ModelSampling
 from huihua.errors import CheckpointError, ParameterError
 from huihua.nn.controlnet import ControlNet, ControlNetConfig
 from huihua.nn.unet import UNetModel
-from tests.tiny_models import sdxl_label_vector, tiny_diffusers_unet, tiny_unet_config, tiny_unet_inputs
+from tests.tiny_models import assert_close, sdxl_label_vector, tiny_diffusers_unet, tiny_unet_config, tiny_unet_inputs
 
 LATENT = 8  # latent side; the hint is 8x that, as for every released ControlNet
 CPU = torch.device("cpu")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, above all on a shared, busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def assert_close(ours: torch.Tensor, ref: torch.Tensor) -> None:
-    assert ours.shape == ref.shape
-    tol = 1e-4 * max(1.0, ref.abs().max().item())
-    err = (ours - ref).abs().max().item()
-    assert err <= tol, f"max abs error {err:.3g} > {tol:.3g}"
 
 
 @cache

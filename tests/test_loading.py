@@ -15,17 +15,10 @@ from safetensors.torch import save_file
 import huihua
 from huihua.errors import CheckpointError
 from tests.tiny_checkpoints import TinyReference, tiny_reference, write_diffusers_folder, write_single_file
-from tests.tiny_models import sdxl_label_vector, tiny_unet_inputs, tiny_vae_config
+from tests.tiny_models import assert_close, sdxl_label_vector, tiny_unet_inputs, tiny_vae_config
 
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
-
-
-def assert_close(ours: torch.Tensor, ref: torch.Tensor, what: str) -> None:
-    tol = 1e-4 * max(1.0, ref.abs().max().item())
-    err = (ours.float() - ref.float()).abs().max().item()
-    assert ours.shape == ref.shape, f"{what}: shape {tuple(ours.shape)} != {tuple(ref.shape)}"
-    assert err <= tol, f"{what}: max abs diff {err:.3g} > {tol:.3g}"
 
 
 def _tokens(batch: int = 2) -> torch.Tensor:

@@ -28,14 +28,6 @@ MS = ModelSampling.for_sd()
 ALL = list(samplers.SAMPLER_FUNCTIONS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # --- analytic denoisers ------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from huihua.errors import CheckpointError, ParameterError
 from huihua.nn.layers import GEMM_CONV_MIN_RATIO, conv2d
 from huihua.nn.unet import UNetModel
 from tests.tiny_models import (
+    assert_close,
     sdxl_label_vector,
     tiny_diffusers_unet,
     tiny_unet_config,
@@ -30,21 +31,6 @@ from tests.tiny_models import (
 
 KINDS = ("sd1", "sd2", "sdxl", "inpaint")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, above all on a shared, busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def assert_close(ours: torch.Tensor, ref: torch.Tensor) -> None:
-    assert ours.shape == ref.shape
-    tol = 1e-4 * max(1.0, ref.abs().max().item())
-    err = (ours - ref).abs().max().item()
-    assert err <= tol, f"max abs error {err:.3g} > {tol:.3g}"
 
 
 @cache

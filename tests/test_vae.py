@@ -20,23 +20,8 @@ from huihua.checkpoints.diffusers.vae import (
 from huihua.checkpoints.specs import VAEConfig
 from huihua.errors import CheckpointError
 from huihua.nn.vae import AutoencoderKL
-from tests.tiny_models import tiny_diffusers_vae, tiny_vae_config
+from tests.tiny_models import assert_close, tiny_diffusers_vae, tiny_vae_config
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, above all on a shared, busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def assert_close(ours: torch.Tensor, ref: torch.Tensor) -> None:
-    assert ours.shape == ref.shape
-    tol = 1e-4 * max(1.0, ref.abs().max().item())
-    err = (ours - ref).abs().max().item()
-    assert err <= tol, f"max abs error {err:.3g} > {tol:.3g}"
 
 
 @cache

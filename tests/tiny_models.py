@@ -70,6 +70,14 @@ def tiny_vae_config() -> VAEConfig:
     return VAEConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, norm_num_groups=32)
 
 
+def assert_close(ours: Tensor, ref: Tensor, what: str = "output") -> None:
+    """Parity tolerance of the suite: max |ours - ref| <= 1e-4 * max(1, max |ref|), shapes equal."""
+    assert ours.shape == ref.shape, f"{what}: shape {tuple(ours.shape)} != {tuple(ref.shape)}"
+    tol = 1e-4 * max(1.0, ref.abs().max().item())
+    err = (ours.float() - ref.float()).abs().max().item()
+    assert err <= tol, f"{what}: max abs error {err:.3g} > {tol:.3g}"
+
+
 def perturb_(module: nn.Module, seed: int = 0, scale: float = 0.1) -> nn.Module:
     """Add seeded noise to every 1-D parameter (norm scales, biases) so none is trivially 1 or 0."""
     gen = torch.Generator().manual_seed(seed + 1)

@@ -88,17 +88,42 @@ def img2img_sigmas(engine: Engine, sampler_name: str, scheduler: str, steps: int
     return schedules.img2img_sigmas(lambda n: full_sigmas(engine, sampler_name, scheduler, n), steps, strength)
 
 
-def decode_latents(engine: Engine, latents: torch.Tensor) -> torch.Tensor:
-    """Scaled latents (B, C, h, w) -> pixels (B, 3, H, W) in [-1, 1], float32, clamped."""
+# Latents with more pixels than this (128 x 128, a 1024 x 1024 SD1 image) go through the VAE in tiles.
+TILED_VAE_MIN_LATENT_PIXELS = 128 * 128
+
+
+def use_tiles(latent_hw: tuple[int, int], tiled: bool | None) -> bool:
+    """Whether a VAE call on latents of ``latent_hw`` runs tiled (``tiled`` None: by size)."""
+    if tiled is not None:
+        return tiled
+    return latent_hw[0] * latent_hw[1] > TILED_VAE_MIN_LATENT_PIXELS
+
+
+def decode_latents(engine: Engine, latents: torch.Tensor, tiled: bool | None = None) -> torch.Tensor:
+    """Scaled latents (B, C, h, w) -> pixels (B, 3, H, W) in [-1, 1], float32, clamped.
+
+    ``tiled``: decode in overlapping tiles (memory bounded by the tile); None decides by size.
+    """
     vae_cfg = engine.spec.vae
     z = latents / vae_cfg.scale_factor + vae_cfg.shift_factor
+    if use_tiles(tuple(z.shape[-2:]), tiled):
+        from huihua.pipelines.tiled_vae import tiled_decode
+
+        return vae_guard.guarded(engine.vae, tiled_decode, z).float().clamp(-1, 1)
     return vae_guard.decode(engine.vae, z).float().clamp(-1, 1)
 
 
-def encode_pixels(engine: Engine, pixels: torch.Tensor) -> torch.Tensor:
-    """Pixels (B, 3, H, W) in [-1, 1] -> scaled latents (B, C, H/f, W/f) (the VAE's mean)."""
+def encode_pixels(engine: Engine, pixels: torch.Tensor, tiled: bool | None = None) -> torch.Tensor:
+    """Pixels (B, 3, H, W) in [-1, 1] -> scaled latents (B, C, H/f, W/f) (the VAE's mean); ``tiled`` as decode."""
     vae_cfg = engine.spec.vae
-    z = vae_guard.encode(engine.vae, pixels.to(device=engine.device)).float()
+    f = vae_cfg.downscale
+    pixels = pixels.to(device=engine.device)
+    if use_tiles((pixels.shape[-2] // f, pixels.shape[-1] // f), tiled):
+        from huihua.pipelines.tiled_vae import tiled_encode
+
+        z = vae_guard.guarded(engine.vae, tiled_encode, pixels).float()
+    else:
+        z = vae_guard.encode(engine.vae, pixels).float()
     return ((z - vae_cfg.shift_factor) * vae_cfg.scale_factor).to(engine.dtype)
 
 
@@ -114,9 +139,9 @@ def images_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
-def decode_to_images(engine: Engine, latents: torch.Tensor) -> list[Image.Image]:
-    """Scaled latents -> PIL RGB images."""
-    return tensor_to_images(decode_latents(engine, latents))
+def decode_to_images(engine: Engine, latents: torch.Tensor, tiled: bool | None = None) -> list[Image.Image]:
+    """Scaled latents -> PIL RGB images (``tiled`` as ``decode_latents``)."""
+    return tensor_to_images(decode_latents(engine, latents, tiled))
 
 
 def progress_bar(total: int):

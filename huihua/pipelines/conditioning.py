@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from huihua.prompts.conditioning import EmbeddingLookup
 
 LabelFn = Callable[[torch.Tensor, bool], torch.Tensor]  # (pooled (1, P), is_uncond) -> y (1, adm)
+# A UNet stand-in such as ``ControlledUNet``: (x, t, context, y=..., cond_mask=(B,) bool) -> output.
+ControlledUNetFn = Callable[..., torch.Tensor]
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,11 +55,15 @@ def encode_conds(
     clip_skip: int = 1,
     hires_steps: int | None = None,
     embeddings: Sequence[EmbeddingLookup | None] | None = None,
+    on_embeddings: Callable[[Sequence[str]], None] | None = None,
 ) -> PromptConds:
-    """Encode a (network-free) prompt and negative prompt into per-step conditionings."""
+    """Encode a (network-free) prompt and negative prompt into per-step conditionings.
+
+    ``on_embeddings`` is told the names of the embeddings each encoded text placed ("TI hashes").
+    """
     from huihua.prompts.encode import text_encode_fn
 
-    encode = text_encode_fn(engine, clip_skip, embeddings)
+    encode = text_encode_fn(engine, clip_skip, embeddings, on_embeddings)
     with torch.inference_mode():
         cond = build_multicond(prompt, encode, steps, hires_steps)
         if not needs_uncond(cond, cfg_scale):
@@ -87,16 +93,21 @@ class LatentBlend:
 
 
 class GuidedDenoiser:
-    """``denoise(x, sigma) -> x0`` with per-step prompts, AND, CFG, 9-channel concat and latent blending."""
+    """``denoise(x, sigma) -> x0`` with per-step prompts, AND, CFG, 9-channel concat and latent blending.
+
+    ``unet`` replaces ``engine.unet`` (ControlNet); it is told which rows of each batched forward
+    are conditional (``cond_mask``), so "ControlNet is more important" can spare the uncond rows.
+    """
 
     def __init__(self, engine: Engine, conds: PromptConds, guidance: Guidance, *, label: LabelFn | None = None,
-                 concat: torch.Tensor | None = None, blend: LatentBlend | None = None, first_step: int = 0):
+                 concat: torch.Tensor | None = None, blend: LatentBlend | None = None, first_step: int = 0,
+                 unet: ControlledUNetFn | None = None):
         from huihua.diffusion.parametrization import make_denoiser
 
         self.engine, self.conds, self.guidance = engine, conds, guidance
-        self.label, self.concat, self.blend = label, concat, blend
+        self.label, self.concat, self.blend, self.unet = label, concat, blend, unet
         self.step = first_step
-        self._inputs: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None] | None = None
+        self._inputs: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor] | None = None
         self._denoise = make_denoiser(self._model, engine.model_sampling)
 
     def on_step(self, step: int, *_: object) -> None:
@@ -105,9 +116,11 @@ class GuidedDenoiser:
 
     def _model(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         assert self._inputs is not None
-        context, y, concat = self._inputs
+        context, y, concat, cond_mask = self._inputs
         if concat is not None:
             x = torch.cat([x, concat.to(x.dtype)], dim=1)
+        if self.unet is not None:
+            return self.unet(x, t, context, y=y, cond_mask=cond_mask)
         return self.engine.unet(x, t, context, y=y)
 
     def _terms(self) -> list[tuple[torch.Tensor, torch.Tensor | None, bool]]:
@@ -131,7 +144,8 @@ class GuidedDenoiser:
             if self.label is not None:
                 y = torch.cat([self.label(terms[i][1], terms[i][2]).to(x.device).expand(b, -1) for i in idxs])
             concat = None if self.concat is None else self.concat.repeat(n, 1, 1, 1)
-            self._inputs = (context, y, concat)
+            cond_mask = torch.tensor([not terms[i][2] for i in idxs for _ in range(b)])
+            self._inputs = (context, y, concat, cond_mask)
             try:
                 results = self._denoise(x.repeat(n, 1, 1, 1), sigma.reshape(-1).expand(b).repeat(n)).chunk(n)
             finally:

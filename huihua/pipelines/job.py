@@ -18,6 +18,7 @@ from huihua.pipelines.conditioning import Guidance, encode_conds
 from huihua.pipelines.sampling import PassSettings, Stage
 
 if TYPE_CHECKING:
+    from huihua.adapters.controlnet import ControlledUNet, PreparedUnit
     from huihua.engine import Engine
     from huihua.pipelines.hooks import PipelineHooks
     from huihua.pipelines.params import GenerationParams
@@ -45,6 +46,9 @@ class Job:
     refiner: Engine | None = None
     embeddings: Sequence[EmbeddingLookup | None] | None = None
     on_step: StepHook | None = None
+    control: tuple[PreparedUnit, ...] = ()  # ControlNet units, preprocessed once per generation
+    tiled_vae: bool | None = None  # None: tile VAE calls by size
+    used_embeddings: dict[str, None] = field(default_factory=dict)  # placed by the prompt encoder, in order
     _stages: dict[tuple, Stage] = field(default_factory=dict)
 
     def stage(self, engine: Engine, hires: bool = False) -> Stage:
@@ -53,14 +57,19 @@ class Job:
         if key not in self._stages:
             p, pr = self.p, self.prompts
             emb = self.embeddings if engine is self.engine else None
+            used = self._note_embeddings if engine is self.engine else None
             if hires:
                 conds = encode_conds(engine, pr.hr_prompt, pr.hr_negative_prompt, p.steps, p.cfg_scale,
-                                     clip_skip=p.clip_skip, hires_steps=self.hires_steps, embeddings=emb)
+                                     clip_skip=p.clip_skip, hires_steps=self.hires_steps, embeddings=emb,
+                                     on_embeddings=used)
             else:
                 conds = encode_conds(engine, pr.prompt, pr.negative_prompt, p.steps, p.cfg_scale,
-                                     clip_skip=p.clip_skip, embeddings=emb)
+                                     clip_skip=p.clip_skip, embeddings=emb, on_embeddings=used)
             self._stages[key] = Stage(engine, conds)
         return self._stages[key]
+
+    def _note_embeddings(self, names: Sequence[str]) -> None:
+        self.used_embeddings.update(dict.fromkeys(names))
 
     @property
     def hires_steps(self) -> int:
@@ -80,29 +89,40 @@ class Job:
                         p.sdxl_aesthetic_score, p.sdxl_negative_aesthetic_score)
         return PassSettings(sampler, p.eta, Guidance(p.cfg_scale, p.cfg_rescale), size)
 
+    def controlled_unet(self, sigmas: torch.Tensor, width: int, height: int,
+                        hires: bool = False) -> ControlledUNet | None:
+        """The UNet with this job's ControlNet units for one pass down ``sigmas`` (None: no units)."""
+        if not self.control:
+            return None
+        from huihua.adapters.controlnet import controlled_unet
+
+        return controlled_unet(self.engine, self.control, sigmas, width, height, hires=hires)
+
 
 def is_inpainting_model(engine: Engine) -> bool:
     """Whether the UNet takes the 5 extra channels (mask + masked-image latents) of inpainting models."""
     return engine.spec.unet.in_channels == engine.spec.latent_channels + 5
 
 
-def inpaint_concat(engine: Engine, pixels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+def inpaint_concat(engine: Engine, pixels: torch.Tensor, mask: torch.Tensor,
+                   tiled: bool | None = None) -> torch.Tensor | None:
     """(B, 5, h, w) for 9-channel models: the binary mask and the latents of the picture with the mask blanked.
 
     ``pixels`` (B, 3, H, W) in [-1, 1]; ``mask`` (B or 1, 1, H, W) in {0, 1}, 1 = repaint. None for
-    other models.
+    other models. ``tiled`` as ``common.encode_pixels``.
     """
     if not is_inpainting_model(engine):
         return None
     mask = mask.to(pixels.device, torch.float32)
-    latents = encode_pixels(engine, pixels * (1.0 - mask))
+    latents = encode_pixels(engine, pixels * (1.0 - mask), tiled)
     small = F.interpolate(mask, size=latents.shape[-2:]).expand(latents.shape[0], -1, -1, -1)
     return torch.cat([small.to(latents.dtype), latents], dim=1)
 
 
-def blank_concat(engine: Engine, batch: int, width: int, height: int) -> torch.Tensor | None:
+def blank_concat(engine: Engine, batch: int, width: int, height: int,
+                 tiled: bool | None = None) -> torch.Tensor | None:
     """The 9-channel conditioning when there is no picture: everything masked (txt2img, hires)."""
     if not is_inpainting_model(engine):
         return None
     pixels = torch.zeros(1, 3, height, width, device=engine.device)
-    return inpaint_concat(engine, pixels, torch.ones(1, 1, height, width)).expand(batch, -1, -1, -1)
+    return inpaint_concat(engine, pixels, torch.ones(1, 1, height, width), tiled).expand(batch, -1, -1, -1)

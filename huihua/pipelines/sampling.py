@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from huihua.pipelines.common import SizeCond, StepHook, sample, sdxl_label
-from huihua.pipelines.conditioning import Guidance, GuidedDenoiser, LatentBlend, PromptConds
+from huihua.pipelines.conditioning import ControlledUNetFn, Guidance, GuidedDenoiser, LatentBlend, PromptConds
 
 if TYPE_CHECKING:
     from huihua.engine import Engine
@@ -67,9 +67,9 @@ def refiner_switch_step(engine: Engine, sigmas: torch.Tensor, switch_at: float) 
 
 
 def _denoiser(stage: Stage, settings: PassSettings, concat: ConcatFn, blend: LatentBlend | None,
-              first_step: int) -> GuidedDenoiser:
+              first_step: int, unet: ControlledUNetFn | None = None) -> GuidedDenoiser:
     return GuidedDenoiser(stage.engine, stage.conds, settings.guidance, label=_label_fn(stage.engine, settings.size),
-                          concat=concat(stage.engine), blend=blend, first_step=first_step)
+                          concat=concat(stage.engine), blend=blend, first_step=first_step, unet=unet)
 
 
 def run_pass(
@@ -84,8 +84,12 @@ def run_pass(
     refiner: Stage | None = None,
     switch_at: float = 1.0,
     on_step: StepHook | None = None,
+    unet: ControlledUNetFn | None = None,
 ) -> torch.Tensor:
-    """Sample ``x`` (already at ``sigmas[0]``) to the end of ``sigmas``; refiner after the switch."""
+    """Sample ``x`` (already at ``sigmas[0]``) to the end of ``sigmas``; refiner after the switch.
+
+    ``unet`` (the ControlNet-controlled UNet of this pass) stands in for the base model's UNet.
+    """
     n = len(sigmas) - 1
     k = refiner_switch_step(base.engine, sigmas, switch_at) if refiner is not None else n
     segments = [(base, 0, k), (refiner, k, n)] if refiner is not None else [(base, 0, n)]
@@ -98,7 +102,7 @@ def run_pass(
         host = sigmas.detach().to("cpu", torch.float64).tolist()
         noise_sampler = samplers.default_noise(info, x, host, list(seeds))
     for stage, start, end in segments:
-        denoise = _denoiser(stage, settings, concat, blend, start)
+        denoise = _denoiser(stage, settings, concat, blend, start, unet if stage is base else None)
 
         def hook(step: int, x_: torch.Tensor, denoised: torch.Tensor, sigma: float,
                  _d: GuidedDenoiser = denoise, _start: int = start) -> None:

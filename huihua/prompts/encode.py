@@ -9,7 +9,7 @@ pooled vector comes from the tower marked ``pooled`` in the model spec.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -21,6 +21,7 @@ from huihua.prompts.conditioning import (
     TextEncodeFn,
     encode_chunks,
     tokenize_prompt,
+    used_embeddings,
 )
 
 if TYPE_CHECKING:
@@ -55,11 +56,15 @@ def token_encoder(engine: Engine, index: int, clip_skip: int):
 
 
 def text_encode_fn(engine: Engine, clip_skip: int = 1,
-                   embeddings: Sequence[EmbeddingLookup | None] | None = None) -> TextEncodeFn:
-    """``fn(text) -> (context, pooled)`` for ``build_multicond`` / ``build_cond_schedule``."""
+                   embeddings: Sequence[EmbeddingLookup | None] | None = None,
+                   on_embeddings: Callable[[Sequence[str]], None] | None = None) -> TextEncodeFn:
+    """``fn(text) -> (context, pooled)`` for ``build_multicond`` / ``build_cond_schedule``.
+
+    ``on_embeddings`` (optional) receives the names of the embeddings placed in each text.
+    """
 
     def encode(text: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        emb = encode_prompt(engine, text, clip_skip=clip_skip, embeddings=embeddings)
+        emb = encode_prompt(engine, text, clip_skip=clip_skip, embeddings=embeddings, on_embeddings=on_embeddings)
         return emb.context, emb.pooled
 
     return encode
@@ -71,14 +76,20 @@ def encode_prompt(
     prompt: str,
     clip_skip: int = 1,
     embeddings: Sequence[EmbeddingLookup | None] | None = None,
+    on_embeddings: Callable[[Sequence[str]], None] | None = None,
 ) -> PromptEmbedding:
-    """One plain prompt (emphasis, BREAK, long prompts; no editing or AND) to context and pooled."""
+    """One plain prompt (emphasis, BREAK, long prompts; no editing or AND) to context and pooled.
+
+    ``on_embeddings`` (optional) receives the names of the embeddings placed, first use first.
+    """
     from huihua.engine import PromptEmbedding
 
     contexts, pooled = [], None
     for i, use in enumerate(engine.spec.text_encoders):
         lookup = embeddings[i] if embeddings is not None else None
         chunked = tokenize_prompt(prompt, engine.tokenizer, ChunkOptions(pad_token=use.config.pad_token), lookup)
+        if on_embeddings is not None and lookup is not None:
+            on_embeddings(used_embeddings(chunked.chunks))
         context, tower_pooled = encode_chunks(chunked.chunks, token_encoder(engine, i, clip_skip))
         contexts.append(context)
         if use.pooled:
