@@ -142,7 +142,8 @@ class FolderNetworks:
             hashes.append((call.name, self.hashes.lora_short_hash(patches.path, patches.metadata)))
         bundled = [e for use in uses for e in use.patches.embeddings]
         lookups = self.lookups(engine, bundled) if (self.embedding_dirs or bundled) else None
-        activation = NetworkActivation(lookups, {"Lora hashes": hashes_field(hashes)} if hashes else {}, dict(hashes))
+        activation = NetworkActivation(lookups, {"Lora hashes": hashes_field(hashes)} if hashes else {}, dict(hashes),
+                                       embedding_hashes=self.embedding_hashes)
         if not uses:
             yield activation
             return

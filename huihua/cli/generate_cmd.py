@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from huihua.cli.options import (
+    adapter_kwargs,
+    add_adapter_options,
     add_generation_options,
     add_hires_options,
     add_model_options,
@@ -20,6 +22,7 @@ from huihua.cli.options import (
     pipeline_hooks,
     read_png_params,
     warn_model_mismatch,
+    with_lora_tags,
 )
 from huihua.cli.output import save_results
 from huihua.errors import ParameterError
@@ -38,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(p)
     add_generation_options(p)
     add_hires_options(p)
+    add_adapter_options(p)
     add_output_option(p)
     p.set_defaults(func=run)
 
@@ -52,6 +56,8 @@ def cli_params(args: argparse.Namespace) -> tuple[GenerationParams, int | None, 
     overrides = given_params(args)
     if args.prompt is not None:
         overrides["prompt"] = args.prompt
+    if getattr(args, "lora", None):
+        overrides["prompt"] = with_lora_tags(overrides.get("prompt", base.prompt), args)
     params = GenerationParams.from_kwargs(**{**base.to_dict(), **overrides})
     return params, index, record
 
@@ -62,7 +68,7 @@ def paint(args: argparse.Namespace, init_images: Sequence | None = None, mask=No
     engine = load_engine(args)
     warn_model_mismatch(record, engine)
     result = engine.generate(params=params, init_images=init_images, mask=mask, hooks=pipeline_hooks(args, engine),
-                             progress=not args.quiet)
+                             progress=not args.quiet, **adapter_kwargs(args, engine))
     for path in save_results(result, args.output, only=index):
         print(path)
     return 0

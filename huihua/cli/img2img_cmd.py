@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from huihua.cli.generate_cmd import add_output_option, paint
-from huihua.cli.options import add_generation_options, add_image_options, add_model_options
+from huihua.cli.options import add_adapter_options, add_generation_options, add_image_options, add_model_options
 from huihua.errors import HuihuaError
 
 
@@ -16,6 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(p)
     add_image_options(p)
     add_generation_options(p)
+    add_adapter_options(p)
     add_output_option(p)
     p.set_defaults(func=run)
 

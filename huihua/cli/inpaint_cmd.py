@@ -6,7 +6,13 @@ import argparse
 
 from huihua.cli.generate_cmd import add_output_option, paint
 from huihua.cli.img2img_cmd import open_image
-from huihua.cli.options import add_generation_options, add_image_options, add_mask_options, add_model_options
+from huihua.cli.options import (
+    add_adapter_options,
+    add_generation_options,
+    add_image_options,
+    add_mask_options,
+    add_model_options,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_image_options(p)
     add_mask_options(p)
     add_generation_options(p)
+    add_adapter_options(p)
     add_output_option(p)
     p.set_defaults(func=run)
 

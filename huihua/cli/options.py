@@ -8,7 +8,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from huihua.errors import HuihuaError
+from huihua.errors import HuihuaError, ParameterError
 from huihua.pipelines.params import INPAINTING_FILLS, RESIZE_MODES, GenerationParams
 
 _D = GenerationParams()
@@ -54,6 +54,96 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from-png", type=Path, default=None,
                    help="take every parameter from a PNG's JSON chunk (else its A1111 text) and paint it again")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def add_adapter_options(p: argparse.ArgumentParser) -> None:
+    """LoRA tags, ControlNet units, tiled VAE and previews."""
+    p.add_argument("--lora", action="append", default=[], metavar="NAME[:WEIGHT]",
+                   help="add <lora:NAME:WEIGHT> to the prompt (repeatable; found in --lora-dir)")
+    p.add_argument("--controlnet", action="append", default=[], metavar="PATH:IMAGE[:WEIGHT]",
+                   help="a ControlNet unit: model file, control image, weight (repeatable)")
+    per_unit = " (once for every unit, or once per unit in order)"
+    p.add_argument("--controlnet-preprocessor", action="append", default=[],
+                   help="canny, mlsd, scribble_xdog, ..., none (default)" + per_unit)
+    p.add_argument("--controlnet-start", action="append", type=float, default=[],
+                   help="guidance start, 0..1" + per_unit)
+    p.add_argument("--controlnet-end", action="append", type=float, default=[], help="guidance end, 0..1" + per_unit)
+    p.add_argument("--controlnet-mode", action="append", default=[],
+                   help='"Balanced", "My prompt is more important", "ControlNet is more important" or 0-2' + per_unit)
+    p.add_argument("--controlnet-resize-mode", action="append", default=[],
+                   help='"Just Resize", "Crop and Resize" (default), "Resize and Fill" or 0-2' + per_unit)
+    p.add_argument("--controlnet-pixel-perfect", action="store_true", help="pixel-perfect preprocessor resolution")
+    p.add_argument("--tiled-vae", action=argparse.BooleanOptionalAction, default=None,
+                   help="VAE in tiles (default: only above 128x128 latents)")
+    p.add_argument("--preview-dir", type=Path, default=None, help="write live preview PNGs into this folder")
+    p.add_argument("--preview-every", type=int, default=1, help="steps between previews (default 1)")
+    p.add_argument("--taesd", type=Path, default=None, help="TAESD decoder file for previews (default: approximation)")
+
+
+def lora_tags(args: argparse.Namespace) -> str:
+    """``<lora:name:w>`` tags for the --lora options ("" when none)."""
+    tags = []
+    for text in getattr(args, "lora", None) or []:
+        name, _, weight = text.rpartition(":") if ":" in text else (text, "", "1")
+        try:
+            value = float(weight)
+        except ValueError:
+            raise ParameterError(f"--lora: weight {weight!r} of {text!r} is not a number") from None
+        if not name.strip():
+            raise ParameterError(f"--lora: expected NAME[:WEIGHT], got {text!r}")
+        tags.append(f"<lora:{name.strip()}:{value:g}>")
+    return " ".join(tags)
+
+
+def _per_unit(values: list, count: int, option: str) -> list:
+    """One value for all units, one per unit, or none (empty list: the default)."""
+    if not values:
+        return [None] * count
+    if len(values) == 1:
+        return values * count
+    if len(values) == count:
+        return list(values)
+    raise ParameterError(f"{option}: give it once or once per --controlnet ({count}), got {len(values)}")
+
+
+def _unit_choice(value: str | None) -> str | int | None:
+    return int(value) if value is not None and value.isdigit() else value
+
+
+def controlnet_units(args: argparse.Namespace, engine) -> list:
+    """ControlNet units from --controlnet and its per-unit options (models loaded for ``engine``)."""
+    from huihua.adapters.controlnet import ControlNetUnit, parse_controlnet_arg
+    from huihua.cli.img2img_cmd import open_image
+
+    specs = [parse_controlnet_arg(text) for text in getattr(args, "controlnet", None) or []]
+    n = len(specs)
+    columns = {
+        "preprocessor": _per_unit(args.controlnet_preprocessor, n, "--controlnet-preprocessor"),
+        "guidance_start": _per_unit(args.controlnet_start, n, "--controlnet-start"),
+        "guidance_end": _per_unit(args.controlnet_end, n, "--controlnet-end"),
+        "control_mode": [_unit_choice(v) for v in _per_unit(args.controlnet_mode, n, "--controlnet-mode")],
+        "resize_mode": [_unit_choice(v) for v in _per_unit(args.controlnet_resize_mode, n, "--controlnet-resize-mode")],
+    }
+    models: dict[str, object] = {}
+    units = []
+    for i, spec in enumerate(specs):
+        if spec.model_path not in models:
+            models[spec.model_path] = engine.load_controlnet(spec.model_path)
+        settings = {k: v[i] for k, v in columns.items() if v[i] is not None}
+        units.append(ControlNetUnit(models[spec.model_path], open_image(Path(spec.image_path)), weight=spec.weight,
+                                    pixel_perfect=args.controlnet_pixel_perfect, **settings))
+    return units
+
+
+def adapter_kwargs(args: argparse.Namespace, engine) -> dict[str, Any]:
+    """``engine.generate`` keywords from the adapter options: units, tiled VAE, previews."""
+    from huihua.cli.output import preview_writer
+
+    kwargs: dict[str, Any] = {"controlnet_units": controlnet_units(args, engine),
+                              "tiled_vae": getattr(args, "tiled_vae", None)}
+    if getattr(args, "preview_dir", None) is not None:
+        kwargs.update(preview=preview_writer(args.preview_dir), preview_every=args.preview_every, taesd=args.taesd)
+    return kwargs
 
 
 def add_hires_options(p: argparse.ArgumentParser) -> None:
@@ -112,9 +202,16 @@ def given_params(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def with_lora_tags(prompt: str, args: argparse.Namespace) -> str:
+    """``prompt`` followed by the --lora tags."""
+    tags = lora_tags(args)
+    return f"{prompt} {tags}".strip() if tags else prompt
+
+
 def params_from_args(args: argparse.Namespace, **extra: object) -> GenerationParams:
-    """GenerationParams from parsed options (plus pipeline-specific fields)."""
-    return GenerationParams.from_kwargs(prompt=args.prompt or "", **{**given_params(args), **extra})
+    """GenerationParams from parsed options (plus pipeline-specific fields); --lora tags join the prompt."""
+    prompt = with_lora_tags(args.prompt or "", args)
+    return GenerationParams.from_kwargs(prompt=prompt, **{**given_params(args), **extra})
 
 
 def model_path(args: argparse.Namespace) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,3 +64,13 @@ def save_results(result: GenerationResult, output: Path | None, only: int | None
             path = base.with_suffix(base.suffix or ".png")
         paths.append(save_image(image, path, text, record))
     return paths
+
+
+def preview_writer(folder: Path) -> Callable[[int, Image.Image], None]:
+    """``emit(step, image)`` writing ``preview-STEP.png`` into ``folder`` (a free name when taken)."""
+
+    def emit(step: int, image: Image.Image) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        image.save(free_path(folder / f"preview-{step:04d}.png"))
+
+    return emit

@@ -8,12 +8,17 @@ call is ``engine.generate(...)``; keyword arguments are GenerationParams fields 
 
 Batches: ``batch_size × n_iter`` images; image k uses seed + k (and variation seed subseed + k).
 Init pictures are used in turn (image k starts from picture k mod len(init_images)).
+
+Besides the parameters a call takes ControlNet units (``control.py``), a VAE file for the call,
+tiled VAE, and live previews (``extras.py``); they are inputs like the pictures, not fields of
+GenerationParams, and what they did is written into the infotext (``ControlNet 0``, ``VAE``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -22,6 +27,7 @@ from PIL import Image
 from huihua.engine import GenerationResult
 from huihua.errors import ParameterError
 from huihua.pipelines.common import SamplerCallback, decode_to_images, latent_shape, progress_bar
+from huihua.pipelines.extras import PreviewFn, preview_callback, vae_for_call
 from huihua.pipelines.hooks import PipelineHooks
 from huihua.pipelines.infotext import RunInfo, format_infotext_for, json_record
 from huihua.pipelines.job import Job, Prompts
@@ -29,8 +35,10 @@ from huihua.pipelines.params import GenerationParams, validate
 from huihua.pipelines.seeds import resolve_seed
 
 if TYPE_CHECKING:
+    from huihua.adapters.controlnet import ControlNetUnit, PreparedUnit
     from huihua.engine import Engine
     from huihua.pipelines.inpaint import InpaintSetup
+    from huihua.runtime.preview import PreviewDecoder
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,6 @@ def _total_steps(p: GenerationParams, mode: str) -> int:
     return p.n_iter * (first + second)
 
 
-@torch.inference_mode()
 def generate(
     engine: Engine,
     params: GenerationParams | None = None,
@@ -94,12 +101,46 @@ def generate(
     hooks: PipelineHooks | None = None,
     callback: SamplerCallback | None = None,
     progress: bool = False,
+    controlnet_units: Sequence[ControlNetUnit | PreparedUnit] = (),
+    vae: str | Path | None = None,
+    tiled_vae: bool | None = None,
+    preview: PreviewFn | None = None,
+    preview_every: int = 1,
+    taesd: str | Path | PreviewDecoder | None = None,
     **kwargs: Any,
 ) -> PipelineResult:
-    """Paint ``batch_size × n_iter`` images (txt2img, img2img or inpainting by the inputs given)."""
+    """Paint ``batch_size × n_iter`` images (txt2img, img2img or inpainting by the inputs given).
+
+    ``controlnet_units``: ControlNet units applied in every pass; ``vae``: a VAE file for this call
+    only; ``tiled_vae``: VAE in tiles (None: above 128×128 latents); ``preview(step, image)`` every
+    ``preview_every`` steps, decoded by ``taesd`` (a file or a loaded TAESD) or the linear approximation.
+    """
+    from huihua.pipelines.control import check_units
+
+    check_units(engine, controlnet_units)
+    if tiled_vae is not None and not isinstance(tiled_vae, bool):
+        raise ParameterError(f"tiled_vae: True, False or None, got {tiled_vae!r}")
+    callback = preview_callback(engine, preview, preview_every, taesd, callback)
+    extras = _Extras(tuple(controlnet_units), tiled_vae)
+    with vae_for_call(engine, vae), torch.inference_mode():  # the VAE file is read outside inference mode
+        return _generate(engine, params, init_images, mask, hooks or PipelineHooks(), callback, progress, extras,
+                         kwargs)
+
+
+@dataclass(frozen=True, eq=False)
+class _Extras:
+    """The per-call inputs the passes read besides the parameters."""
+
+    controlnet_units: tuple[ControlNetUnit | PreparedUnit, ...] = ()
+    tiled_vae: bool | None = None
+
+
+def _generate(engine: Engine, params: GenerationParams | None, init_images: Sequence[Image.Image] | None,
+              mask: Image.Image | None, hooks: PipelineHooks, callback: SamplerCallback | None, progress: bool,
+              extras: _Extras, kwargs: dict[str, Any]) -> PipelineResult:
+    from huihua.pipelines.control import control_files, control_infotext
     from huihua.prompts.extra_networks import parse_extra_networks
 
-    hooks = hooks or PipelineHooks()
     p0 = merge_params(params, kwargs)
     mode = _mode(p0, init_images, mask)
     images, mask, blur = _outpaint(p0, list(init_images or []), mask)
@@ -115,10 +156,15 @@ def generate(
                    refiner_hash=refiner.file_hash() if refiner else "")
     with hooks.networks.activate(engine, [*calls, *(c for c in hr_calls if c not in calls)]) as act:
         prompts = Prompts(prompt, p.negative_prompt, hr_prompt, p.hr_negative_prompt or p.negative_prompt)
-        job = Job(engine, p, prompts, hooks, refiner=refiner, embeddings=act.embeddings)
-        info = replace(info, extra=dict(act.infotext), files=dict(act.files))
+        job = Job(engine, p, prompts, hooks, refiner=refiner, embeddings=act.embeddings, tiled_vae=extras.tiled_vae)
         job.stage(engine)  # prompt errors surface before any sampling
-        out_images, seeds = _run(job, mode, images, mask, blur, callback, progress)
+        out_images, seeds = _run(job, mode, images, mask, blur, callback, progress, extras.controlnet_units)
+        extra = dict(act.infotext)
+        if job.used_embeddings and act.embedding_hashes is not None:
+            extra["TI hashes"] = act.embedding_hashes(list(job.used_embeddings))
+    extra |= control_infotext(extras.controlnet_units)
+    info = replace(info, extra={k: v for k, v in extra.items() if v}, files=dict(act.files),
+                   controlnets=control_files(engine, extras.controlnet_units))
     infotexts = [format_infotext_for(engine, p, seed=s, index=i, info=info) for i, s in enumerate(seeds)]
     records = tuple(json_record(engine, p, i, info) for i in range(len(seeds)))
     return PipelineResult(images=out_images, seeds=seeds, infotexts=infotexts, parameters=p, records=records,
@@ -159,15 +205,22 @@ def _step_hook(job_total: int, callback: SamplerCallback | None, progress: bool)
 
 
 def _run(job: Job, mode: str, images: list[Image.Image], mask: Image.Image | None, blur: int | None,
-         callback: SamplerCallback | None, progress: bool) -> tuple[list[Image.Image], list[int]]:
+         callback: SamplerCallback | None, progress: bool,
+         units: Sequence[ControlNetUnit | PreparedUnit] = ()) -> tuple[list[Image.Image], list[int]]:
+    from huihua.pipelines.control import prepare_control
+
     p = job.p
-    job.on_step, bar = _step_hook(_total_steps(p, mode), callback, progress)
+    assert p.width is not None and p.height is not None
     setup = None
     if mode == "inpaint":
         from huihua.pipelines.inpaint import setup_inpaint
 
         assert mask is not None
         setup = setup_inpaint(p, images, mask, blur)
+    crop = setup.plan.crop if setup is not None else None
+    job.control = prepare_control(units, p.width, p.height, crop=crop,
+                                  picture_size=setup.originals[0].size if setup is not None else None)
+    job.on_step, bar = _step_hook(_total_steps(p, mode), callback, progress)
     out, seeds = [], []
     try:
         for it in range(p.n_iter):
@@ -194,21 +247,21 @@ def _batch(job: Job, mode: str, seeds: list[int], first: int, images: list[Image
             from huihua.pipelines.hires import hires_latents
 
             latents = hires_latents(job, latents, seeds)
-        return decode_to_images(engine, latents)
+        return decode_to_images(engine, latents, job.tiled_vae)
     from huihua.pipelines.img2img import fit_init_images, img2img_latents, init_batch
 
     assert p.width is not None and p.height is not None
     if setup is None:
         fitted = fit_init_images(images, p.resize_mode, p.width, p.height)
         batch = init_batch(job, [fitted[(first + i) % len(fitted)] for i in range(n)])
-        return decode_to_images(engine, img2img_latents(job, seeds, batch))
+        return decode_to_images(engine, img2img_latents(job, seeds, batch), job.tiled_vae)
     from huihua.pipelines.inpaint import finish, repaint_masks
 
     work = setup.work_images
     batch = init_batch(job, [work[(first + i) % len(work)] for i in range(n)])
     repaint, cond_mask = repaint_masks(setup, latent_shape(engine, p.width, p.height)[1:])
     latents = img2img_latents(job, seeds, batch, repaint=repaint, cond_mask=cond_mask)
-    return finish(setup, decode_to_images(engine, latents), first)
+    return finish(setup, decode_to_images(engine, latents, job.tiled_vae), first)
 
 
 def make_generate_fn(engine: Engine, **fixed: Any) -> Callable[[str, int], Image.Image]:

@@ -57,10 +57,10 @@ def upscale_first_pass(job: Job, latents: torch.Tensor, width: int, height: int)
     upscaler = pixel_upscaler(job.p.hr_upscaler, job.hooks)
     if upscaler is None:
         return upscale_latents(latents.float(), (height // f, width // f), job.p.hr_upscaler).to(latents.dtype)
-    images = [upscaler(im, (width, height)) for im in decode_to_images(engine, latents)]
+    images = [upscaler(im, (width, height)) for im in decode_to_images(engine, latents, job.tiled_vae)]
     images = [im if im.size == (width, height) else im.resize((width, height), Image.Resampling.LANCZOS)
               for im in images]
-    return encode_pixels(engine, images_to_tensor(images))
+    return encode_pixels(engine, images_to_tensor(images), job.tiled_vae)
 
 
 def hires_latents(job: Job, latents: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
@@ -77,5 +77,6 @@ def hires_latents(job: Job, latents: torch.Tensor, seeds: Sequence[int]) -> torc
     x = x0 + noise * sigmas[0].to(noise.dtype)
     n = len(seeds)
     return run_pass(job.stage(engine, hires=True), job.settings(width, height, hires=True), x, sigmas, seeds,
-                    concat=lambda e: blank_concat(e, n, width, height), refiner=job.refiner_stage(hires=True),
-                    switch_at=p.refiner_switch_at, on_step=job.on_step)
+                    concat=lambda e: blank_concat(e, n, width, height, job.tiled_vae),
+                    refiner=job.refiner_stage(hires=True), switch_at=p.refiner_switch_at, on_step=job.on_step,
+                    unet=job.controlled_unet(sigmas, width, height, hires=True))

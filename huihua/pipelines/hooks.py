@@ -38,6 +38,8 @@ class NetworkActivation:
     embeddings: tuple[EmbeddingLookup | None, ...] | None = None
     infotext: Mapping[str, str] = field(default_factory=dict)
     files: Mapping[str, str] = field(default_factory=dict)  # name -> hash, for the JSON chunk
+    # The "TI hashes" field for the embedding names the prompt encoder placed ("" when none is known).
+    embedding_hashes: Callable[[Sequence[str]], str] | None = None
 
 
 class ExtraNetworks(Protocol):

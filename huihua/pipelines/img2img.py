@@ -49,12 +49,12 @@ def init_batch(job: Job, images: Sequence[Image.Image]) -> InitBatch:
     if p.resize_mode == 3:
         f = engine.spec.vae.downscale
         own = [round_to_multiple(im, 8) for im in images]
-        latents = torch.cat([encode_pixels(engine, images_to_tensor([im])) for im in own])
+        latents = torch.cat([encode_pixels(engine, images_to_tensor([im]), job.tiled_vae) for im in own])
         latents = upscale_latents(latents.float(), (p.height // f, p.width // f)).to(engine.dtype)
         pixels = images_to_tensor([im.resize((p.width, p.height), Image.Resampling.LANCZOS) for im in images])
         return InitBatch(pixels, latents)
     pixels = images_to_tensor(images)
-    return InitBatch(pixels, encode_pixels(engine, pixels))
+    return InitBatch(pixels, encode_pixels(engine, pixels, job.tiled_vae))
 
 
 def masked_start(job: Job, init: torch.Tensor, repaint: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
@@ -92,5 +92,6 @@ def img2img_latents(job: Job, seeds: Sequence[int], batch: InitBatch, *,
     mask = cond_mask if cond_mask is not None else torch.ones(1, 1, p.height, p.width)
     pixels = batch.pixels.to(engine.device)
     return run_pass(job.stage(engine), job.settings(p.width, p.height), x, sigmas, seeds,
-                    concat=lambda e: inpaint_concat(e, pixels, mask), blend=blend,
-                    refiner=job.refiner_stage(), switch_at=p.refiner_switch_at, on_step=job.on_step)
+                    concat=lambda e: inpaint_concat(e, pixels, mask, job.tiled_vae), blend=blend,
+                    refiner=job.refiner_stage(), switch_at=p.refiner_switch_at, on_step=job.on_step,
+                    unet=job.controlled_unet(sigmas, p.width, p.height))

@@ -33,6 +33,7 @@ class RunInfo:
     refiner_hash: str = ""
     extra: dict[str, str] = field(default_factory=dict)  # "Lora hashes", "TI hashes", ...
     files: dict[str, str] = field(default_factory=dict)  # adapter name -> hash (JSON chunk)
+    controlnets: tuple[tuple[str, str], ...] = ()  # (name, hash) of each ControlNet unit's model (JSON chunk)
 
 
 def _seed_fields(p: GenerationParams, seed: int, index: int) -> dict[str, object]:
@@ -142,6 +143,8 @@ def json_record(engine: Engine, p: GenerationParams, index: int, info: RunInfo |
         models["refiner"] = {"name": info.refiner_name, "hash": info.refiner_hash}
     if info.files:
         models["adapters"] = dict(info.files)
+    if info.controlnets:
+        models["controlnet"] = [{"name": name, "hash": digest} for name, digest in info.controlnets]
     return {"format": JSON_FORMAT, "huihua": huihua.__version__, "mode": info.mode, "params": p.to_dict(),
             "image_index": index, "models": models}
 

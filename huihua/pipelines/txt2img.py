@@ -34,5 +34,6 @@ def txt2img_latents(job: Job, seeds: Sequence[int]) -> torch.Tensor:
     x = noise * sigmas[0].to(noise.dtype)
     n = len(seeds)
     return run_pass(job.stage(engine), job.settings(p.width, p.height), x, sigmas, seeds,
-                    concat=lambda e: blank_concat(e, n, p.width, p.height),
-                    refiner=job.refiner_stage(), switch_at=p.refiner_switch_at, on_step=job.on_step)
+                    concat=lambda e: blank_concat(e, n, p.width, p.height, job.tiled_vae),
+                    refiner=job.refiner_stage(), switch_at=p.refiner_switch_at, on_step=job.on_step,
+                    unet=job.controlled_unet(sigmas, p.width, p.height))
