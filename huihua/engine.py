@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -136,6 +137,19 @@ class Engine:
         if self.vae_path is None:
             self._own_vae = self.vae
         self.vae, self.vae_path = new, Path(path)
+
+    @contextmanager
+    def using_vae(self, path: str | Path | None) -> Iterator[None]:
+        """Use the VAE in ``path`` inside the block (None: keep the current one); restore it afterwards."""
+        if path is None or (self.vae_path is not None and Path(path) == self.vae_path):
+            yield
+            return
+        before = (self.vae, self.vae_path, self._own_vae)
+        self.swap_vae(path)  # refuses a VAE that does not fit, leaving the engine as it was
+        try:
+            yield
+        finally:
+            self.vae, self.vae_path, self._own_vae = before
 
     def load_controlnet(self, path: str | Path) -> ControlNet:
         """Load a ControlNet (LDM or diffusers layout) that fits this model; ``cn(x, hint, t, context, y)``."""

@@ -9,8 +9,8 @@ the linear latent -> RGB approximation otherwise, resized to the size of the pas
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,21 +27,9 @@ PreviewFn = Callable[[int, Image.Image], None]
 SamplerCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
-@contextmanager
-def vae_for_call(engine: Engine, vae: str | Path | None) -> Iterator[None]:
+def vae_for_call(engine: Engine, vae: str | Path | None) -> AbstractContextManager[None]:
     """Use the VAE file ``vae`` inside the block (None: the engine's current VAE); restore it afterwards."""
-    if vae is None or (engine.vae_path is not None and Path(vae) == engine.vae_path):
-        yield
-        return
-    before_vae, before_path = engine.vae, engine.vae_path
-    engine.swap_vae(vae)  # refuses a VAE that does not fit, leaving the engine as it was
-    try:
-        yield
-    finally:
-        if before_path is None:
-            engine.swap_vae(None)  # the checkpoint's own VAE was kept: switching back costs nothing
-        else:
-            engine.vae, engine.vae_path = before_vae, before_path
+    return engine.using_vae(vae)
 
 
 def load_preview_decoder(engine: Engine, taesd: str | Path | PreviewDecoder | None) -> PreviewDecoder | None:
