@@ -16,7 +16,6 @@ from huihua.errors import ParameterError, PromptError
 from huihua.prompts import (
     ChunkOptions,
     CondSchedule,
-    EmbeddingFix,
     EmbeddingMatch,
     ScheduledCond,
     apply_emphasis,
