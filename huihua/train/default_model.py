@@ -51,6 +51,7 @@ class DefaultRecipe:
                                   num_heads=4, context_dim=128)
     ddpm: DDPMTrainConfig = DDPMTrainConfig(dataset_size=12_000, batch=32, caption_dropout=0.1)
     unet_loop: LoopConfig = LoopConfig(steps=2500, lr=5e-4, warmup=100, ema_decay=0.999)
+    unet_refine_loop: LoopConfig | None = LoopConfig(steps=800, lr=3e-4, warmup=20, ema_decay=0.998)
     resolution: int = 64
     # Images used to measure the stages: CLIP zero-shot, VAE held-out PSNR, latent scale factor.
     probe_images: tuple[int, int, int] = (200, 64, 256)
@@ -73,6 +74,7 @@ def quick_recipe(seed: int = 0) -> DefaultRecipe:
                         transformer_depth_middle=0, num_heads=2, context_dim=32),
         ddpm=DDPMTrainConfig(dataset_size=16, batch=4, encode_chunk=8),
         unet_loop=LoopConfig(steps=4, lr=1e-3, warmup=1, ema_decay=0.9, checkpoint_seconds=0.0),
+        unet_refine_loop=LoopConfig(steps=2, lr=1e-3, warmup=1, ema_decay=0.9, checkpoint_seconds=0.0),
         probe_images=(8, 4, 16),
     )
 
@@ -140,10 +142,19 @@ def _stage_latents(r: DefaultRecipe, out: Path, vae: AutoencoderKL, clip: TinyCL
 
 
 def _stage_unet(r: DefaultRecipe, out: Path, data: LatentDataset, progress: bool, log, device) -> tuple[UNetModel, dict]:
-    """Train the UNet; return it holding its EMA weights."""
+    """Train the UNet, then continue at a lower rate (``unet_refine``); return it holding its EMA weights.
+
+    The refinement is its own stage (fresh AdamW, its own warmup, cosine and EMA, new noise seed),
+    so that more training can be added without touching the first stage's schedule.
+    """
     unet = _seeded(r.seed + 3, lambda: UNetModel(r.unet)).to(device)
     losses, ema = train_loop("unet", unet, ddpm_loss_fn(unet, data, r.ddpm, r.seed + 3), r.unet_loop,
                              out / "unet.pt", progress, log)
+    if r.unet_refine_loop is not None:
+        unet.requires_grad_(True)
+        more, ema = train_loop("unet_refine", unet, ddpm_loss_fn(unet, data, r.ddpm, r.seed + 4),
+                               r.unet_refine_loop, out / "unet_refine.pt", progress, log)
+        losses = losses + more
     if ema is not None:
         unet.load_state_dict(ema.state_dict())
     unet.requires_grad_(False)

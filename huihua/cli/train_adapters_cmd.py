@@ -1,0 +1,96 @@
+"""``huihua train-adapters``: reproduce the tiny LoRA and ControlNet shipped beside the default model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+LORA_NAME = "huihua-red"
+CONTROLNET_NAME = "huihua-silhouette"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-adapters", help="train the example LoRA (red) and ControlNet (silhouette)")
+    p.add_argument("--model", type=Path, default=None, help="base model (default: the embedded one)")
+    p.add_argument("--out", type=Path, default=Path("huihua-adapters"), help="folder for the adapter files")
+    p.add_argument("--work", type=Path, default=None, help="folder for training checkpoints (default: OUT/train)")
+    p.add_argument("--only", choices=("lora", "controlnet"), default=None, help="train one of the two")
+    p.add_argument("--steps", type=int, default=None, help="override the training steps of both")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (1 is fastest on a busy 2-core machine)")
+    p.add_argument("--no-measure", action="store_true", help="skip measuring the effect with the detector")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    import huihua
+    from huihua.assets import default_model_path
+
+    torch.set_num_threads(max(1, args.threads))
+    began = time.monotonic()
+
+    def log(msg: str) -> None:
+        print(f"[{time.monotonic() - began:6.0f}s] {msg}", file=sys.stderr, flush=True)
+
+    model = args.model or default_model_path()
+    work = args.work or args.out / "train"
+    engine = huihua.load(model, device="cpu", dtype="fp32", lora_dirs=[args.out])
+    if args.only in (None, "lora"):
+        _lora(engine, args, work, log)
+    if args.only in (None, "controlnet"):
+        _controlnet(engine, args, work, log)
+    print(f"done in {time.monotonic() - began:.0f}s")
+    return 0
+
+
+def _lora(engine, args: argparse.Namespace, work: Path, log) -> None:
+    from dataclasses import replace
+
+    from huihua.train.lora_train import LoraTrainConfig, lora_effect, red_lora_pairs, save_lora, train_lora
+
+    cfg = LoraTrainConfig()
+    if args.steps is not None:
+        cfg = replace(cfg, loop=replace(cfg.loop, steps=args.steps))
+    clock = time.monotonic()
+    network, losses = train_lora(engine, red_lora_pairs(cfg), cfg, work, not args.no_progress, log)
+    seconds = time.monotonic() - clock
+    path = save_lora(args.out / f"{LORA_NAME}.safetensors", network, engine,
+                     {"huihua.trained_steps": str(cfg.loop.steps)})
+    print(f"lora: wrote {path} ({path.stat().st_size} bytes) in {seconds:.0f}s, "
+          f"loss {_mean(losses[:20]):.4f} -> {_mean(losses[-20:]):.4f}")
+    if not args.no_measure:
+        effect = lora_effect(engine, LORA_NAME)
+        print(f"lora: pictures with a red object {effect.without:.2f} without, {effect.with_lora:.2f} "
+              f"with <lora:{LORA_NAME}:1> ({effect.pictures} prompts x seeds, 20 Euler steps, cfg 5)")
+
+
+def _controlnet(engine, args: argparse.Namespace, work: Path, log) -> None:
+    from dataclasses import replace
+
+    from huihua.train.controlnet_train import (ControlNetTrainConfig, controlnet_effect, save_controlnet,
+                                               silhouette_pairs, train_controlnet)
+
+    cfg = ControlNetTrainConfig()
+    if args.steps is not None:
+        cfg = replace(cfg, loop=replace(cfg.loop, steps=args.steps))
+    clock = time.monotonic()
+    pairs, hints = silhouette_pairs(cfg)
+    net, losses = train_controlnet(engine, pairs, hints, cfg, work, not args.no_progress, log)
+    seconds = time.monotonic() - clock
+    path = save_controlnet(args.out / f"{CONTROLNET_NAME}.safetensors", net,
+                           {"huihua.trained_steps": str(cfg.loop.steps)})
+    print(f"controlnet: wrote {path} ({path.stat().st_size} bytes) in {seconds:.0f}s, "
+          f"loss {_mean(losses[:20]):.4f} -> {_mean(losses[-20:]):.4f}")
+    if not args.no_measure:
+        effect = controlnet_effect(engine, engine.load_controlnet(path))
+        print(f"controlnet: object within 0.1 of the hint {effect.without:.2f} without, "
+              f"{effect.with_controlnet:.2f} with; median distance {effect.median_error_without:.3f} -> "
+              f"{effect.median_error_with:.3f} ({effect.pictures} probes x seeds, 20 Euler steps, cfg 5)")
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / max(len(values), 1)
