@@ -15,6 +15,8 @@ _COMMAND_MODULES = (
     "huihua.cli.generate_cmd",
     "huihua.cli.list_cmd",
     "huihua.cli.upscale_cmd",
+    "huihua.cli.train_cmd",
+    "huihua.cli.eval_cmd",
     "huihua.cli.img2img_cmd",
     "huihua.cli.inpaint_cmd",
     "huihua.cli.pnginfo_cmd",
