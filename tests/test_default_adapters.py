@@ -16,8 +16,9 @@ import torch
 from safetensors import safe_open
 
 import huihua
-from huihua.adapters.lora_networks import FolderNetworks
-from huihua.pipelines.hooks import PipelineHooks
+from huihua.adapters.lora import load_lora
+from huihua.adapters.lora_keys import build_targets
+from huihua.runtime.patcher import LoraUse, WeightPatcher
 from huihua.train.controlnet_train import (PLACEMENT_PROBES, ControlNetTrainConfig, build_controlnet,
                                            controlnet_effect, controlnet_loss_fn, save_controlnet, silhouette,
                                            silhouette_pairs, train_controlnet)
@@ -35,7 +36,6 @@ MODEL = ASSETS / "huihua-default.safetensors"
 ADAPTERS = ASSETS / "adapters"
 LORA = ADAPTERS / "huihua-red.safetensors"
 CONTROLNET = ADAPTERS / "huihua-silhouette.safetensors"
-TINY = dict(steps=3, cfg_scale=5.0, sampler_name="Euler")
 
 
 @pytest.fixture(scope="module")
@@ -100,12 +100,22 @@ def test_lora_trainer_lowers_the_loss_and_saves_a_kohya_file_the_loader_reads(en
         keys = list(f.keys())
     assert any(k.startswith("lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k.") for k in keys)
     assert len(keys) == 3 * len(network.names)
-    hooks = PipelineHooks(networks=FolderNetworks([tmp_path / "loras"]))
-    plain = np.asarray(engine.generate(prompt="a circle", seed=1, hooks=hooks, **TINY).images[0], dtype=float)
-    off = np.asarray(engine.generate(prompt="a circle <lora:tinyred:0>", seed=1, hooks=hooks, **TINY).images[0])
-    on = np.asarray(engine.generate(prompt="a circle <lora:tinyred:1>", seed=1, hooks=hooks, **TINY).images[0])
-    assert np.array_equal(off, plain)
-    assert np.abs(on - plain).mean() > 0.5
+    # Through the real loading path: names resolved by the loader, weights patched and restored.
+    patches = load_lora(path, build_targets(engine.spec, engine.unet, engine.text_encoders))
+    assert len(patches.patches) == len(network.names)
+    x = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    t, context = torch.tensor([900, 300]), data.contexts[:2].float()
+    with torch.no_grad():
+        plain = engine.unet(x, t, context)
+        with network.attached(engine.unet):
+            hooked = engine.unet(x, t, context)
+        patcher = WeightPatcher.for_engine(engine)
+        patcher.apply([LoraUse(patches)])
+        patched = engine.unet(x, t, context)
+        patcher.restore()
+    change = float((hooked - plain).abs().mean())
+    assert change > 1e-3
+    assert float((patched - hooked).abs().mean()) < 0.02 * change  # the file holds the factors in fp16
     for key, value in engine.unet.state_dict().items():
         assert torch.equal(value, before[key]), key
 
@@ -129,8 +139,7 @@ def test_controlnet_trainer_starts_neutral_learns_and_round_trips(engine, tmp_pa
     hint_t = torch.from_numpy(hints)
     untrained = _mean_loss(controlnet_loss_fn(engine.unet, start, data, hint_t, cfg.data, 99), range(6))
     trained = _mean_loss(controlnet_loss_fn(engine.unet, net, data, hint_t, cfg.data, 99), range(6))
-    print("controlnet fixed-batch loss", untrained, trained)
-    assert trained < untrained - 0.04, (untrained, trained)
+    assert trained < 0.8 * untrained, (untrained, trained)  # measured 1.101 -> 0.566
 
     loaded = engine.load_controlnet(save_controlnet(tmp_path / "cn.safetensors", net))
     assert loaded.control_cfg.hint_downscale == downscale

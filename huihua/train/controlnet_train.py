@@ -39,7 +39,7 @@ class ControlNetTrainConfig:
     hint_widths: tuple[int, ...] = (8, 16, 32)
     attention: bool = True
     data: DDPMTrainConfig = DDPMTrainConfig(dataset_size=2048, batch=16, caption_dropout=0.5)
-    loop: LoopConfig = LoopConfig(steps=300, lr=1e-3, warmup=20, checkpoint_seconds=60.0)
+    loop: LoopConfig = LoopConfig(steps=400, lr=1e-3, warmup=20, checkpoint_seconds=60.0)
     seed: int = 11
 
 

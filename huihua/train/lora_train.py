@@ -33,9 +33,10 @@ from huihua.train.clip_train import to_pixels
 from huihua.train.ddpm_train import DDPMTrainConfig, LatentDataset, ddpm_loss_fn, text_context
 from huihua.train.loop import LoopConfig, train_loop
 
-# Attention projections of every SpatialTransformer block (self- and cross-attention).
+# Attention projections of every SpatialTransformer block (self- and cross-attention), and its MLP.
 ATTENTION_PROJECTIONS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
                          "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0")
+TRANSFORMER_LINEARS = ATTENTION_PROJECTIONS + ("ff.net.0.proj", "ff.net.2")
 
 # A scene edit: (scene, caption spec, rng) -> the scene to draw, or None to skip the pair.
 SceneEdit = Callable[[Scene, CaptionSpec, np.random.Generator], Scene | None]
@@ -47,9 +48,9 @@ class LoraTrainConfig:
 
     rank: int = 4
     alpha: float = 4.0
-    targets: tuple[str, ...] = ATTENTION_PROJECTIONS
+    targets: tuple[str, ...] = TRANSFORMER_LINEARS
     data: DDPMTrainConfig = DDPMTrainConfig(dataset_size=2048, batch=16, caption_dropout=0.1)
-    loop: LoopConfig = LoopConfig(steps=300, lr=2e-3, warmup=20, checkpoint_seconds=60.0)
+    loop: LoopConfig = LoopConfig(steps=700, lr=5e-3, warmup=30, checkpoint_seconds=60.0)
     seed: int = 7
 
 
