@@ -1,6 +1,7 @@
 """The adapter trainers (smoke runs on a tiny random engine) and the adapters shipped beside the
-default model: the "red" LoRA paints named objects red, the silhouette ControlNet puts the object
-where the hint's silhouette is. Effects are measured with the world's detector.
+default model: the "black background" LoRA puts scenes on black, the silhouette ControlNet puts the
+object where the hint's silhouette is. Effects are measured with the world's detector (and, for the
+ControlNet, the centroid of the prompt colour's pixels, which needs no flat background).
 
 Margins: measured effect sizes are in ``huihua/assets/adapters/README.md``; the thresholds here
 leave about half of the measured difference as slack.
@@ -23,7 +24,7 @@ from huihua.train.controlnet_train import (PLACEMENT_PROBES, ControlNetTrainConf
                                            controlnet_effect, controlnet_loss_fn, save_controlnet, silhouette,
                                            silhouette_pairs, train_controlnet)
 from huihua.train.ddpm_train import DDPMTrainConfig, ddpm_loss_fn
-from huihua.train.lora_train import (RED_PROBE_PROMPTS, LoraNetwork, LoraTrainConfig, encode_pairs, lora_effect,
+from huihua.train.lora_train import (RED_PROBE_PROMPTS, LoraNetwork, has_background, LoraTrainConfig, encode_pairs, lora_effect,
                                      recolour_edit, save_lora, target_layers, train_lora, world_pairs)
 from huihua.train.loop import LoopConfig
 from huihua.nn.unet import UNetModel
@@ -34,7 +35,7 @@ from huihua.train.default_model import export_model, quick_recipe
 ASSETS = Path(huihua.__file__).parent / "assets"
 MODEL = ASSETS / "huihua-default.safetensors"
 ADAPTERS = ASSETS / "adapters"
-LORA = ADAPTERS / "huihua-red.safetensors"
+LORA = ADAPTERS / "huihua-black-background.safetensors"
 CONTROLNET = ADAPTERS / "huihua-silhouette.safetensors"
 
 
@@ -160,14 +161,15 @@ def default_engine():
 
 
 @shipped
-def test_shipped_lora_paints_named_objects_red_and_restores_the_weights(default_engine) -> None:
+def test_shipped_lora_puts_scenes_on_black_and_restores_the_weights(default_engine) -> None:
     before = {k: v.clone() for k, v in default_engine.unet.state_dict().items()}
     base = default_engine.generate(prompt="a blue square", seed=0, steps=10, sampler_name="Euler").images[0]
-    zero = default_engine.generate(prompt="a blue square <lora:huihua-red:0>", seed=0, steps=10,
+    zero = default_engine.generate(prompt="a blue square <lora:huihua-black-background:0>", seed=0, steps=10,
                                    sampler_name="Euler").images[0]
     assert np.array_equal(np.asarray(base), np.asarray(zero))
-    effect = lora_effect(default_engine, "huihua-red", RED_PROBE_PROMPTS[:6], seeds=(0,), steps=10)
-    assert effect.with_lora >= effect.without + 0.4, effect
+    effect = lora_effect(default_engine, "huihua-black-background", RED_PROBE_PROMPTS, seeds=(0, 1), steps=10,
+                         colour="black", test=has_background)
+    assert effect.with_lora >= effect.without + LORA_MARGIN, effect
     for key, value in default_engine.unet.state_dict().items():
         assert torch.equal(value, before[key]), key
 
@@ -175,6 +177,6 @@ def test_shipped_lora_paints_named_objects_red_and_restores_the_weights(default_
 @shipped
 def test_shipped_controlnet_puts_the_object_on_the_silhouette(default_engine) -> None:
     net = default_engine.load_controlnet(CONTROLNET)
-    effect = controlnet_effect(default_engine, net, PLACEMENT_PROBES[:6], seeds=(0,), steps=10)
-    assert effect.with_controlnet >= effect.without + 0.4, effect
-    assert effect.median_error_with < 0.5 * effect.median_error_without, effect
+    effect = controlnet_effect(default_engine, net, PLACEMENT_PROBES, seeds=(0,), steps=10)
+    assert effect.median_error_with < CN_RATIO * effect.median_error_without, effect
+    assert effect.with_controlnet >= effect.without, effect

@@ -104,14 +104,6 @@ def test_quick_recipe_trains_exports_and_loads(tmp_path: Path) -> None:
     assert again.metrics == result.metrics  # completed stages resume to identical weights
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: on a busy 2-core machine two threads spin-wait and run several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def shipped() -> huihua.Engine:

@@ -57,15 +57,7 @@ def test_run_grid_pages_and_drawing() -> None:
     assert arr[bottom, right].tolist() == [120, 140, 0]
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_grid_command_writes_one_grid_per_z_and_reproducible_cells(tmp_path: Path, capsys, one_thread) -> None:
+def test_grid_command_writes_one_grid_per_z_and_reproducible_cells(tmp_path: Path, capsys) -> None:
     from huihua.cli.main import main
     from tests.tiny_checkpoints import tiny_reference, write_single_file
 

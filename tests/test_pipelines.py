@@ -17,17 +17,9 @@ from tests.tiny_checkpoints import tiny_engine
 FAST = dict(steps=2, sampler_name="Euler", width=32, height=32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight the other tests for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
-def sd1(tmp_path_factory, one_thread):
+def sd1(tmp_path_factory):
     return tiny_engine(tmp_path_factory.mktemp("sd1"), "sd1")
 
 

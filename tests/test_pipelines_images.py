@@ -20,16 +20,9 @@ from tests.tiny_checkpoints import tiny_engine, tiny_reference, write_single_fil
 FAST = dict(steps=2, sampler_name="Euler", seed=5)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
-def sd1(tmp_path_factory, one_thread):
+def sd1(tmp_path_factory):
     return tiny_engine(tmp_path_factory.mktemp("sd1"), "sd1")
 
 
