@@ -196,9 +196,26 @@ def placement_error(image: np.ndarray, probe: PlacementProbe) -> float:
     return min((float(np.hypot(o.cx - cx, o.cy - cy)) for o in found), default=1.0)
 
 
+COLOUR_TOLERANCE = 60.0  # RGB distance of a pixel "of the prompt's colour" from its palette value
+MIN_PIXELS = 20
+
+
+def colour_centroid_error(image: np.ndarray, probe: PlacementProbe) -> float:
+    """Distance from the hint's centroid to the centroid of the pixels near the prompt's palette colour
+    (1 if fewer than ``MIN_PIXELS``): the detector's palette, without its flat-background requirement."""
+    distance = np.linalg.norm(image.astype(np.float64) - np.asarray(PALETTE[probe.colour], dtype=np.float64), axis=-1)
+    ys, xs = np.nonzero(distance <= COLOUR_TOLERANCE)
+    if len(xs) < MIN_PIXELS:
+        return 1.0
+    h, w = image.shape[:2]
+    cx, cy = probe.centre
+    return float(np.hypot((xs.mean() + 0.5) / w - cx, (ys.mean() + 0.5) / h - cy))
+
+
 @dataclass(frozen=True)
 class ControlNetEffect:
-    """Placement hit rates (object of the prompt's colour within ``HIT_RADIUS`` of the hint's)."""
+    """Placement hit rates (a detected object of the prompt's colour within ``HIT_RADIUS`` of the hint's)
+    and median distances of the prompt colour's pixel centroid to the hint's, without and with."""
 
     without: float
     with_controlnet: float
@@ -215,13 +232,16 @@ def controlnet_effect(engine, net: ControlNet, probes: tuple[PlacementProbe, ...
     from huihua.adapters.controlnet import ControlNetUnit
 
     errors: list[list[float]] = [[], []]
+    centroids: list[list[float]] = [[], []]
     for probe in probes:
         hint = Image.fromarray(silhouette(probe.scene))
         for seed in seeds:
             for i, units in enumerate(((), (ControlNetUnit(net, hint, weight=weight),))):
                 image = engine.generate(prompt=probe.prompt, seed=seed, steps=steps, cfg_scale=5.0,
                                         sampler_name="Euler", controlnet_units=units).images[0]
-                errors[i].append(placement_error(np.asarray(image.convert("RGB")), probe))
+                pixels = np.asarray(image.convert("RGB"))
+                errors[i].append(placement_error(pixels, probe))
+                centroids[i].append(colour_centroid_error(pixels, probe))
     hits = [float(np.mean([e <= HIT_RADIUS for e in errs])) for errs in errors]
-    medians = [float(np.median(errs)) for errs in errors]
+    medians = [float(np.median(errs)) for errs in centroids]
     return ControlNetEffect(hits[0], hits[1], medians[0], medians[1], len(errors[0]))

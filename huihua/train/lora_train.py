@@ -100,6 +100,19 @@ def recolour_edit(colour: str) -> SceneEdit:
     return edit
 
 
+def background_edit(colour: str) -> SceneEdit:
+    """Draw every scene on a ``colour`` background; scenes with an object of that colour are skipped."""
+    if colour not in COLOURS:
+        raise ParameterError(f"colour must be one of {', '.join(COLOURS)}, got {colour!r}")
+
+    def edit(scene: Scene, spec: CaptionSpec, rng: np.random.Generator) -> Scene | None:
+        if spec.background is not None or any(o.colour == colour for o in scene.objects):
+            return None  # a caption naming the background, or an object that would vanish
+        return Scene(colour, scene.objects)
+
+    return edit
+
+
 @torch.no_grad()
 def encode_pairs(engine, images: np.ndarray, captions: list[str], chunk: int = 64) -> LatentDataset:
     """Encode pairs with the engine's VAE and text tower as the default model's training did (fp16)."""
@@ -223,6 +236,11 @@ def red_lora_pairs(cfg: LoraTrainConfig, colour: str = "red") -> WorldPairs:
     return world_pairs(cfg.seed, cfg.data.dataset_size, recolour_edit(colour))
 
 
+def black_background_pairs(cfg: LoraTrainConfig) -> WorldPairs:
+    """Another LoRA's data: world pairs drawn on a black background (captions unchanged)."""
+    return world_pairs(cfg.seed, cfg.data.dataset_size, background_edit("black"))
+
+
 # Prompts that name a colour other than red (and not orange, red's nearest palette neighbour).
 RED_PROBE_PROMPTS = ("a blue square", "a green circle", "a yellow star", "a white cross",
                      "a purple square", "a blue triangle", "a green star", "a yellow circle")
@@ -235,9 +253,16 @@ def has_colour(image: np.ndarray, colour: str) -> bool:
     return any(o.colour == colour for o in detect(image).objects)
 
 
+def has_background(image: np.ndarray, colour: str) -> bool:
+    """Whether the detector reads the picture's background as ``colour``."""
+    from huihua.synth.detector import detect
+
+    return detect(image).background == colour
+
+
 @dataclass(frozen=True)
 class LoraEffect:
-    """Share of probe pictures showing an object of the LoRA's colour, without and with it."""
+    """Share of probe pictures showing the LoRA's property, without and with it."""
 
     without: float
     with_lora: float
@@ -245,8 +270,10 @@ class LoraEffect:
 
 
 def lora_effect(engine, name: str, prompts: tuple[str, ...] = RED_PROBE_PROMPTS, seeds: tuple[int, ...] = (0, 1),
-                colour: str = "red", steps: int = 20, weight: float = 1.0) -> LoraEffect:
-    """Generate every (prompt, seed) plain and with ``<lora:name:weight>`` (engine loaded with lora_dirs)."""
+                colour: str = "red", steps: int = 20, weight: float = 1.0,
+                test: Callable[[np.ndarray, str], bool] = has_colour) -> LoraEffect:
+    """Generate every (prompt, seed) plain and with ``<lora:name:weight>`` (engine loaded with lora_dirs);
+    ``test(picture, colour)`` says whether a picture shows the property."""
     rates = []
     for suffix in ("", f" <lora:{name}:{weight:g}>"):
         hits = 0
@@ -254,6 +281,6 @@ def lora_effect(engine, name: str, prompts: tuple[str, ...] = RED_PROBE_PROMPTS,
             for seed in seeds:
                 image = engine.generate(prompt=prompt + suffix, seed=seed, steps=steps, cfg_scale=5.0,
                                         sampler_name="Euler").images[0]
-                hits += has_colour(np.asarray(image.convert("RGB")), colour)
+                hits += test(np.asarray(image.convert("RGB")), colour)
         rates.append(hits / (len(prompts) * len(seeds)))
     return LoraEffect(rates[0], rates[1], len(prompts) * len(seeds))
