@@ -17,6 +17,7 @@ _COMMAND_MODULES = (
     "huihua.cli.upscale_cmd",
     "huihua.cli.train_cmd",
     "huihua.cli.eval_cmd",
+    "huihua.cli.train_adapters_cmd",
     "huihua.cli.img2img_cmd",
     "huihua.cli.inpaint_cmd",
     "huihua.cli.pnginfo_cmd",
