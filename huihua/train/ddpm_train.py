@@ -34,6 +34,12 @@ class DDPMTrainConfig:
     batch: int = 32
     caption_dropout: float = 0.1
     encode_chunk: int = 64
+    # Min-SNR-gamma weighting (Hang et al. 2023): each sample's loss times min(SNR, gamma) / SNR, which
+    # stops the nearly noise-free timesteps from dominating; None = plain noise MSE.
+    min_snr_gamma: float | None = None
+    # Offset noise: a per-image, per-channel constant of this std is added to the noise, so the mean
+    # colour of a noisy latent stops revealing the picture's and the prompt has to decide it.
+    offset_noise: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -74,14 +80,27 @@ def encode_dataset(vae: AutoencoderKL, text: CLIPTextEncoder, tokenizer: CLIPTok
 
 
 def ddpm_loss(unet: UNetModel, x0: Tensor, context: Tensor, abar: Tensor,
-              generator: torch.Generator) -> Tensor:
-    """MSE between the true noise and the UNet's prediction at uniformly drawn timesteps."""
-    t = torch.randint(0, abar.shape[0], (x0.shape[0],), generator=generator)
+              generator: torch.Generator, min_snr_gamma: float | None = None,
+              offset_noise: float = 0.0) -> Tensor:
+    """MSE between the true noise and the UNet's prediction at uniformly drawn timesteps.
+
+    ``min_snr_gamma`` weights each sample by ``min(SNR, gamma) / SNR``; ``offset_noise`` adds a
+    per-channel constant to the noise (both leave the draws of the plain loss unchanged when off).
+    """
+    b = x0.shape[0]
+    t = torch.randint(0, abar.shape[0], (b,), generator=generator)
     noise = torch.randn(x0.shape, generator=generator)
+    if offset_noise > 0:
+        noise = noise + offset_noise * torch.randn((b, x0.shape[1], 1, 1), generator=generator)
     a = abar[t].float().view(-1, 1, 1, 1)
     t, noise, a = t.to(x0.device), noise.to(x0.device), a.to(x0.device)
     x_t = a.sqrt() * x0 + (1.0 - a).sqrt() * noise
-    return F.mse_loss(unet(x_t, t, context), noise)
+    if min_snr_gamma is None:
+        return F.mse_loss(unet(x_t, t, context), noise)
+    per_sample = (unet(x_t, t, context) - noise).pow(2).mean(dim=(1, 2, 3))
+    snr = (a / (1.0 - a)).view(-1)
+    weight = snr.clamp(max=min_snr_gamma) / snr
+    return (weight * per_sample).mean()
 
 
 def ddpm_loss_fn(unet: UNetModel, data: LatentDataset, cfg: DDPMTrainConfig, noise_seed: int):
@@ -95,6 +114,7 @@ def ddpm_loss_fn(unet: UNetModel, data: LatentDataset, cfg: DDPMTrainConfig, noi
         drop = torch.rand(cfg.batch, generator=g) < cfg.caption_dropout
         context[drop] = data.empty_context.float()
         device = unet.input_blocks[0][0].weight.device
-        return ddpm_loss(unet, data.latents[idx].float().to(device), context.to(device), abar, g)
+        return ddpm_loss(unet, data.latents[idx].float().to(device), context.to(device), abar, g,
+                         cfg.min_snr_gamma, cfg.offset_noise)
 
     return loss

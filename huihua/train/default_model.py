@@ -52,6 +52,11 @@ class DefaultRecipe:
     ddpm: DDPMTrainConfig = DDPMTrainConfig(dataset_size=12_000, batch=32, caption_dropout=0.1)
     unet_loop: LoopConfig = LoopConfig(steps=2500, lr=5e-4, warmup=100, ema_decay=0.999)
     unet_refine_loop: LoopConfig | None = LoopConfig(steps=800, lr=3e-4, warmup=20, ema_decay=0.998)
+    # Extension: a fresh, larger data set, Min-SNR weighting and offset noise (the prompt, not the
+    # noise's mean, must decide the background), continuing from the refined weights.
+    ddpm_extend: DDPMTrainConfig | None = DDPMTrainConfig(dataset_size=36_000, batch=32, caption_dropout=0.1,
+                                                          min_snr_gamma=5.0, offset_noise=0.1)
+    unet_extend_loop: LoopConfig | None = LoopConfig(steps=10_000, lr=6e-4, warmup=100, ema_decay=0.999)
     resolution: int = 64
     # Images used to measure the stages: CLIP zero-shot, VAE held-out PSNR, latent scale factor.
     probe_images: tuple[int, int, int] = (200, 64, 256)
@@ -75,6 +80,9 @@ def quick_recipe(seed: int = 0) -> DefaultRecipe:
         ddpm=DDPMTrainConfig(dataset_size=16, batch=4, encode_chunk=8),
         unet_loop=LoopConfig(steps=4, lr=1e-3, warmup=1, ema_decay=0.9, checkpoint_seconds=0.0),
         unet_refine_loop=LoopConfig(steps=2, lr=1e-3, warmup=1, ema_decay=0.9, checkpoint_seconds=0.0),
+        ddpm_extend=DDPMTrainConfig(dataset_size=12, batch=4, encode_chunk=8, min_snr_gamma=5.0,
+                                    offset_noise=0.1),
+        unet_extend_loop=LoopConfig(steps=2, lr=1e-3, warmup=1, ema_decay=0.9, checkpoint_seconds=0.0),
         probe_images=(8, 4, 16),
     )
 
@@ -128,24 +136,28 @@ def stage_decoder(r: DefaultRecipe, out: Path, vae: AutoencoderKL, progress: boo
 
 
 def _stage_latents(r: DefaultRecipe, out: Path, vae: AutoencoderKL, clip: TinyCLIP, tok: CLIPTokenizer,
-                   scale: float) -> LatentDataset:
-    """Encode the diffusion data set once (cached in ``latents.pt``)."""
-    path = out / "latents.pt"
+                   scale: float, cfg: DDPMTrainConfig, name: str = "latents", seed_offset: int = 300_000
+                   ) -> LatentDataset:
+    """Encode a diffusion data set once (cached in ``<name>.pt``; a cache of another size is redone)."""
+    path = out / f"{name}.pt"
     if path.exists():
         state = torch.load(path, map_location="cpu")
-        return LatentDataset(state["latents"], state["contexts"], state["empty_context"])
-    data = encode_dataset(vae, clip.text, tok, scale, r.seed * 7 + 300_000, r.ddpm)
+        if state["latents"].shape[0] == cfg.dataset_size:
+            return LatentDataset(state["latents"], state["contexts"], state["empty_context"])
+    data = encode_dataset(vae, clip.text, tok, scale, r.seed * 7 + seed_offset, cfg)
     tmp = path.with_suffix(".tmp")
     torch.save({"latents": data.latents, "contexts": data.contexts, "empty_context": data.empty_context}, tmp)
     tmp.replace(path)
     return data
 
 
-def _stage_unet(r: DefaultRecipe, out: Path, data: LatentDataset, progress: bool, log, device) -> tuple[UNetModel, dict]:
-    """Train the UNet, then continue at a lower rate (``unet_refine``); return it holding its EMA weights.
+def _stage_unet(r: DefaultRecipe, out: Path, data: LatentDataset, extend: Callable[[], LatentDataset] | None,
+                progress: bool, log, device) -> tuple[UNetModel, dict]:
+    """Train the UNet, continue at a lower rate (``unet_refine``), then on ``extend()``'s data set
+    (``unet_extend``); return it holding its last EMA weights.
 
-    The refinement is its own stage (fresh AdamW, its own warmup, cosine and EMA, new noise seed),
-    so that more training can be added without touching the first stage's schedule.
+    Each continuation is its own stage (fresh AdamW, its own warmup, cosine and EMA, new noise seed),
+    so that more training can be added without touching an earlier stage's schedule.
     """
     unet = _seeded(r.seed + 3, lambda: UNetModel(r.unet)).to(device)
     losses, ema = train_loop("unet", unet, ddpm_loss_fn(unet, data, r.ddpm, r.seed + 3), r.unet_loop,
@@ -154,6 +166,12 @@ def _stage_unet(r: DefaultRecipe, out: Path, data: LatentDataset, progress: bool
         unet.requires_grad_(True)
         more, ema = train_loop("unet_refine", unet, ddpm_loss_fn(unet, data, r.ddpm, r.seed + 4),
                                r.unet_refine_loop, out / "unet_refine.pt", progress, log)
+        losses = losses + more
+    if r.unet_extend_loop is not None and r.ddpm_extend is not None and extend is not None:
+        bigger = extend()
+        unet.requires_grad_(True)
+        more, ema = train_loop("unet_extend", unet, ddpm_loss_fn(unet, bigger, r.ddpm_extend, r.seed + 5),
+                               r.unet_extend_loop, out / "unet_extend.pt", progress, log)
         losses = losses + more
     if ema is not None:
         unet.load_state_dict(ema.state_dict())
@@ -212,9 +230,17 @@ def train_default(recipe: DefaultRecipe, out: Path, resume: bool = False, progre
     vae, vae_metrics = _stage_vae(recipe, out, progress, say, device)
     metrics.update(vae_metrics)
     say(f"vae done {time.monotonic() - clock:.0f}s {vae_metrics}")
-    data = _stage_latents(recipe, out, vae, clip, tok, metrics["scale_factor"])
+    data = _stage_latents(recipe, out, vae, clip, tok, metrics["scale_factor"], recipe.ddpm)
     say(f"latents done {time.monotonic() - clock:.0f}s {tuple(data.latents.shape)}")
-    unet, unet_metrics = _stage_unet(recipe, out, data, progress, say, device)
+
+    def extend() -> LatentDataset:
+        assert recipe.ddpm_extend is not None
+        more = _stage_latents(recipe, out, vae, clip, tok, metrics["scale_factor"], recipe.ddpm_extend,
+                              "latents_extend", 500_000)
+        say(f"latents_extend done {time.monotonic() - clock:.0f}s {tuple(more.latents.shape)}")
+        return more
+
+    unet, unet_metrics = _stage_unet(recipe, out, data, extend, progress, say, device)
     metrics.update(unet_metrics)
     say(f"unet done {time.monotonic() - clock:.0f}s {unet_metrics}")
     # After the latents were encoded: only the decoder changes, so the UNet's inputs do not.
