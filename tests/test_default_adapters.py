@@ -9,6 +9,7 @@ leave about half of the measured difference as slack.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +86,7 @@ def test_lora_trainer_lowers_the_loss_and_saves_a_kohya_file_the_loader_reads(en
     network, losses = train_lora(engine, pairs, cfg, tmp_path / "work")
     assert len(losses) == 30 and all(np.isfinite(losses))
     data = encode_pairs(engine, pairs.images, pairs.captions)
-    fixed = ddpm_loss_fn(engine.unet, data, cfg.data, noise_seed=99)
+    fixed = ddpm_loss_fn(engine.unet, data, replace(cfg.data, prediction=engine.spec.prediction), noise_seed=99)
     start = LoraNetwork(target_layers(engine.unet, cfg.targets), cfg.rank, cfg.alpha, cfg.seed)
     with start.attached(engine.unet):
         untrained = _mean_loss(fixed, range(6))
@@ -138,8 +139,9 @@ def test_controlnet_trainer_starts_neutral_learns_and_round_trips(engine, tmp_pa
     assert len(losses) == 25 and all(np.isfinite(losses))
     data = encode_pairs(engine, pairs.images, pairs.captions)
     hint_t = torch.from_numpy(hints)
-    untrained = _mean_loss(controlnet_loss_fn(engine.unet, start, data, hint_t, cfg.data, 99), range(6))
-    trained = _mean_loss(controlnet_loss_fn(engine.unet, net, data, hint_t, cfg.data, 99), range(6))
+    objective = replace(cfg.data, prediction=engine.spec.prediction)
+    untrained = _mean_loss(controlnet_loss_fn(engine.unet, start, data, hint_t, objective, 99), range(6))
+    trained = _mean_loss(controlnet_loss_fn(engine.unet, net, data, hint_t, objective, 99), range(6))
     assert trained < 0.8 * untrained, (untrained, trained)  # measured 1.101 -> 0.566
 
     loaded = engine.load_controlnet(save_controlnet(tmp_path / "cn.safetensors", net))

@@ -131,3 +131,38 @@ def test_shipped_model_is_deterministic(shipped: huihua.Engine) -> None:
 def test_shipped_model_beats_a_random_floor(shipped: huihua.Engine) -> None:
     report = evaluate(make_generate_fn(shipped, SynthEvalParams()), QUICK_PROMPTS, seeds=(0,))
     assert report.image_accuracy >= QUICK_FLOOR, report.format()
+
+
+def _oracle(x0: torch.Tensor, abar: torch.Tensor, kind: str):
+    """A 'UNet' that knows the clean latents and returns the exact eps or v of its input."""
+
+    def model(x_t: torch.Tensor, t: torch.Tensor, _context: torch.Tensor) -> torch.Tensor:
+        a = abar[t].float().view(-1, 1, 1, 1)
+        noise = (x_t - a.sqrt() * x0) / (1.0 - a).sqrt()
+        return noise if kind == "eps" else a.sqrt() * noise - (1.0 - a).sqrt() * x0
+
+    return model
+
+
+@pytest.mark.parametrize("gamma", [None, 5.0])
+@pytest.mark.parametrize("offset", [0.0, 0.1])
+def test_ddpm_loss_targets_eps_and_v(gamma, offset) -> None:
+    from huihua.train.ddpm_train import alphas_cumprod, ddpm_loss
+
+    abar = alphas_cumprod()
+    x0 = torch.randn(6, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    ctx = torch.zeros(6, 3, 8)
+    for kind in ("eps", "v"):
+        exact = ddpm_loss(_oracle(x0, abar, kind), x0, ctx, abar, torch.Generator().manual_seed(1), gamma, offset, kind)
+        other = "v" if kind == "eps" else "eps"
+        wrong = ddpm_loss(_oracle(x0, abar, other), x0, ctx, abar, torch.Generator().manual_seed(1), gamma, offset, kind)
+        assert float(exact) < 1e-8 and float(wrong) > 1e-3, (kind, float(exact), float(wrong))
+
+
+def test_quick_recipe_exports_the_last_stage_prediction(tmp_path: Path) -> None:
+    from huihua.train.default_model import final_prediction
+
+    r = quick_recipe()
+    assert r.ddpm.prediction == "eps" and final_prediction(r) == "v"
+    path = train_default(r, tmp_path, progress=False).path
+    assert huihua.load(path, device="cpu").spec.prediction == "v"

@@ -121,7 +121,8 @@ def controlnet_loss_fn(unet: nn.Module, net: ControlNet, data: LatentDataset, hi
         def controlled(x: Tensor, t: Tensor, c: Tensor) -> Tensor:
             return unet(x, t, c, control=net(x, hint, t, c))
 
-        return ddpm_loss(controlled, data.latents[idx].float().to(device), context.to(device), abar, g)
+        return ddpm_loss(controlled, data.latents[idx].float().to(device), context.to(device), abar, g,
+                         prediction=cfg.prediction)
 
     return loss
 
@@ -134,7 +135,8 @@ def train_controlnet(engine, pairs: WorldPairs, hints: np.ndarray, cfg: ControlN
         raise ParameterError(f"dtype: adapter training needs an fp32 engine, got {engine.dtype}")
     data = encode_pairs(engine, pairs.images, pairs.captions, cfg.data.encode_chunk)
     net = build_controlnet(engine.unet, engine.spec.unet, cfg, engine.spec.vae.downscale)
-    loss = controlnet_loss_fn(engine.unet, net, data, torch.from_numpy(hints), cfg.data, cfg.seed + 1)
+    loss = controlnet_loss_fn(engine.unet, net, data, torch.from_numpy(hints),
+                              replace(cfg.data, prediction=engine.spec.prediction), cfg.seed + 1)
     work.mkdir(parents=True, exist_ok=True)
     flags = [(p, p.requires_grad) for p in engine.unet.parameters()]
     engine.unet.requires_grad_(False)

@@ -40,6 +40,9 @@ class DDPMTrainConfig:
     # Offset noise: a per-image, per-channel constant of this std is added to the noise, so the mean
     # colour of a noisy latent stops revealing the picture's and the prompt has to decide it.
     offset_noise: float = 0.0
+    # What the UNet predicts: "eps" (the noise) or "v" (sqrt(abar) * noise - sqrt(1 - abar) * x0). The v
+    # loss weighs x0 errors by 1 + SNR instead of SNR, so the layout, decided at high noise, is learnt.
+    prediction: str = "eps"
 
 
 @dataclass(frozen=True)
@@ -81,12 +84,15 @@ def encode_dataset(vae: AutoencoderKL, text: CLIPTextEncoder, tokenizer: CLIPTok
 
 def ddpm_loss(unet: UNetModel, x0: Tensor, context: Tensor, abar: Tensor,
               generator: torch.Generator, min_snr_gamma: float | None = None,
-              offset_noise: float = 0.0) -> Tensor:
-    """MSE between the true noise and the UNet's prediction at uniformly drawn timesteps.
+              offset_noise: float = 0.0, prediction: str = "eps") -> Tensor:
+    """MSE between the UNet's prediction and its target (the noise, or v) at uniformly drawn timesteps.
 
-    ``min_snr_gamma`` weights each sample by ``min(SNR, gamma) / SNR``; ``offset_noise`` adds a
-    per-channel constant to the noise (both leave the draws of the plain loss unchanged when off).
+    ``min_snr_gamma`` weights each sample by ``min(SNR, gamma) / SNR`` (``/ (SNR + 1)`` for v);
+    ``offset_noise`` adds a per-channel constant to the noise (both leave the draws of the plain loss
+    unchanged when off).
     """
+    if prediction not in ("eps", "v"):
+        raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}")
     b = x0.shape[0]
     t = torch.randint(0, abar.shape[0], (b,), generator=generator)
     noise = torch.randn(x0.shape, generator=generator)
@@ -95,11 +101,12 @@ def ddpm_loss(unet: UNetModel, x0: Tensor, context: Tensor, abar: Tensor,
     a = abar[t].float().view(-1, 1, 1, 1)
     t, noise, a = t.to(x0.device), noise.to(x0.device), a.to(x0.device)
     x_t = a.sqrt() * x0 + (1.0 - a).sqrt() * noise
+    target = noise if prediction == "eps" else a.sqrt() * noise - (1.0 - a).sqrt() * x0
     if min_snr_gamma is None:
-        return F.mse_loss(unet(x_t, t, context), noise)
-    per_sample = (unet(x_t, t, context) - noise).pow(2).mean(dim=(1, 2, 3))
+        return F.mse_loss(unet(x_t, t, context), target)
+    per_sample = (unet(x_t, t, context) - target).pow(2).mean(dim=(1, 2, 3))
     snr = (a / (1.0 - a)).view(-1)
-    weight = snr.clamp(max=min_snr_gamma) / snr
+    weight = snr.clamp(max=min_snr_gamma) / (snr if prediction == "eps" else snr + 1.0)
     return (weight * per_sample).mean()
 
 
@@ -115,6 +122,6 @@ def ddpm_loss_fn(unet: UNetModel, data: LatentDataset, cfg: DDPMTrainConfig, noi
         context[drop] = data.empty_context.float()
         device = unet.input_blocks[0][0].weight.device
         return ddpm_loss(unet, data.latents[idx].float().to(device), context.to(device), abar, g,
-                         cfg.min_snr_gamma, cfg.offset_noise)
+                         cfg.min_snr_gamma, cfg.offset_noise, cfg.prediction)
 
     return loss

@@ -46,17 +46,21 @@ class DefaultRecipe:
     vae_train: VAETrainConfig = VAETrainConfig(batch=16, kl_weight=1e-6)
     vae_loop: LoopConfig = LoopConfig(steps=600, lr=1e-3, warmup=40)
     decoder_loop: LoopConfig = LoopConfig(steps=800, lr=5e-4, warmup=20)
+    # More decoder fine-tuning after the UNet (the latent space is unchanged, so the UNet is too).
+    decoder_extend_loop: LoopConfig | None = LoopConfig(steps=1200, lr=3e-4, warmup=20)
     unet: UNetConfig = UNetConfig(model_channels=32, channel_mult=(1, 2, 4), num_res_blocks=1,
                                   transformer_depth=(0, 1, 1), transformer_depth_middle=1,
                                   num_heads=4, context_dim=128)
     ddpm: DDPMTrainConfig = DDPMTrainConfig(dataset_size=12_000, batch=32, caption_dropout=0.1)
     unet_loop: LoopConfig = LoopConfig(steps=2500, lr=5e-4, warmup=100, ema_decay=0.999)
     unet_refine_loop: LoopConfig | None = LoopConfig(steps=800, lr=3e-4, warmup=20, ema_decay=0.998)
-    # Extension: a fresh, larger data set, Min-SNR weighting and offset noise (the prompt, not the
-    # noise's mean, must decide the background), continuing from the refined weights.
+    # Extension, continuing from the refined weights: a fresh, larger data set, v-prediction (its loss
+    # weighs the high-noise steps that decide the layout; eps leaves them nearly unweighted and the
+    # sampler then locks in textures) and offset noise (the prompt, not the noise's mean, must
+    # decide the background). The exported model is then a v-prediction model.
     ddpm_extend: DDPMTrainConfig | None = DDPMTrainConfig(dataset_size=36_000, batch=32, caption_dropout=0.1,
-                                                          min_snr_gamma=5.0, offset_noise=0.1)
-    unet_extend_loop: LoopConfig | None = LoopConfig(steps=10_000, lr=6e-4, warmup=100, ema_decay=0.999)
+                                                          offset_noise=0.1, prediction="v")
+    unet_extend_loop: LoopConfig | None = LoopConfig(steps=7_000, lr=6e-4, warmup=100, ema_decay=0.999)
     resolution: int = 64
     # Images used to measure the stages: CLIP zero-shot, VAE held-out PSNR, latent scale factor.
     probe_images: tuple[int, int, int] = (200, 64, 256)
@@ -75,13 +79,14 @@ def quick_recipe(seed: int = 0) -> DefaultRecipe:
         vae_train=VAETrainConfig(batch=4),
         vae_loop=fast,
         decoder_loop=fast,
+        decoder_extend_loop=fast,
         unet=UNetConfig(model_channels=32, channel_mult=(1, 1), num_res_blocks=1, transformer_depth=(0, 1),
                         transformer_depth_middle=0, num_heads=2, context_dim=32),
         ddpm=DDPMTrainConfig(dataset_size=16, batch=4, encode_chunk=8),
         unet_loop=LoopConfig(steps=4, lr=1e-3, warmup=1, ema_decay=0.9, checkpoint_seconds=0.0),
         unet_refine_loop=LoopConfig(steps=2, lr=1e-3, warmup=1, ema_decay=0.9, checkpoint_seconds=0.0),
-        ddpm_extend=DDPMTrainConfig(dataset_size=12, batch=4, encode_chunk=8, min_snr_gamma=5.0,
-                                    offset_noise=0.1),
+        ddpm_extend=DDPMTrainConfig(dataset_size=12, batch=4, encode_chunk=8, offset_noise=0.1,
+                                    prediction="v"),
         unet_extend_loop=LoopConfig(steps=2, lr=1e-3, warmup=1, ema_decay=0.9, checkpoint_seconds=0.0),
         probe_images=(8, 4, 16),
     )
@@ -130,6 +135,10 @@ def stage_decoder(r: DefaultRecipe, out: Path, vae: AutoencoderKL, progress: boo
     """Fine-tune the decoder on frozen-encoder latents (in place); the latent space is unchanged."""
     losses, _ = train_loop("decoder", vae, decoder_loss_fn(vae, r.vae_train, r.seed * 7 + 400_000),
                            r.decoder_loop, out / "decoder.pt", progress, log)
+    if r.decoder_extend_loop is not None:
+        more, _ = train_loop("decoder_extend", vae, decoder_loss_fn(vae, r.vae_train, r.seed * 7 + 600_000),
+                             r.decoder_extend_loop, out / "decoder_extend.pt", progress, log)
+        losses = losses + more
     vae.requires_grad_(False)
     return {"vae_heldout_psnr_finetuned": heldout_psnr(vae, r.seed + 998, r.probe_images[1]),
             "decoder_final_loss": sum(losses[-20:]) / len(losses[-20:])}
@@ -179,11 +188,18 @@ def _stage_unet(r: DefaultRecipe, out: Path, data: LatentDataset, extend: Callab
     return unet, {"unet_final_loss": sum(losses[-50:]) / len(losses[-50:])}
 
 
+def final_prediction(r: DefaultRecipe) -> str:
+    """What the exported UNet predicts: that of its last training stage."""
+    if r.unet_extend_loop is not None and r.ddpm_extend is not None:
+        return r.ddpm_extend.prediction
+    return r.ddpm.prediction
+
+
 def arch_metadata(r: DefaultRecipe, scale_factor: float) -> dict:
     """What shapes cannot reveal: heads, norm groups, latent scale and native resolution."""
     return {"num_heads": r.unet.num_heads, "text_heads": [r.clip.text.heads],
             "vae_norm_groups": r.vae.norm_num_groups, "scale_factor": scale_factor,
-            "resolution": r.resolution, "prediction": "eps"}
+            "resolution": r.resolution, "prediction": final_prediction(r)}
 
 
 def export_state_dict(unet: UNetModel, vae: AutoencoderKL, clip: TinyCLIP) -> dict[str, Tensor]:
@@ -203,6 +219,7 @@ def export_model(path: Path, unet: UNetModel, vae: AutoencoderKL, clip: TinyCLIP
     from safetensors.torch import save_file
 
     metadata = {ARCH_METADATA_KEY: json.dumps(arch_metadata(recipe, scale_factor)),
+                "huihua.prediction": final_prediction(recipe),
                 "huihua.recipe": json.dumps(asdict(recipe)),
                 "huihua.metrics": json.dumps({k: round(float(v), 5) for k, v in metrics.items()})}
     path.parent.mkdir(parents=True, exist_ok=True)
