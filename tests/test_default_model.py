@@ -26,7 +26,7 @@ QUICK_PROMPTS = ["a red circle", "a yellow star", "a blue square and a white tri
                  "a purple circle", "a black cross", "a square above a star", "a circle left of a cross",
                  "a red square and a blue circle", "a yellow cross and a green triangle"]
 # Accuracy a random-weight model cannot reach (it paints no recognisable shape). The current
-# shipped model also scores 0 of 12, hence the strict xfail below.
+# shipped model scores at most 1 of 12 (blobs, not shapes), hence the strict xfail below.
 QUICK_FLOOR = 0.25
 
 
@@ -113,7 +113,7 @@ def shipped() -> huihua.Engine:
 def test_shipped_model_is_small_and_detected(shipped: huihua.Engine) -> None:
     assert SHIPPED.stat().st_size <= 50 * 2**20
     spec = shipped.spec
-    assert spec.family == "sd1" and spec.native_resolution == 64 and spec.prediction == "eps"
+    assert spec.family == "sd1" and spec.native_resolution == 64 and spec.prediction == "v"
     assert spec.vae.downscale == 4 and 0.1 < spec.vae.scale_factor < 10.0
 
 
@@ -126,8 +126,8 @@ def test_shipped_model_is_deterministic(shipped: huihua.Engine) -> None:
     assert not np.array_equal(np.asarray(a), np.asarray(c))
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped model (2h CPU budget) scores 0 on the world's benchmark; "
-                   "retrain longer, then drop this mark")
+@pytest.mark.xfail(strict=True, reason="the shipped model (150 min CPU budget) draws blobs, not shapes, and scores "
+                   "about 0.05 on the world's benchmark; retrain longer, then drop this mark")
 def test_shipped_model_beats_a_random_floor(shipped: huihua.Engine) -> None:
     report = evaluate(make_generate_fn(shipped, SynthEvalParams()), QUICK_PROMPTS, seeds=(0,))
     assert report.image_accuracy >= QUICK_FLOOR, report.format()
