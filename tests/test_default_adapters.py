@@ -1,7 +1,7 @@
 """The adapter trainers (smoke runs on a tiny random engine) and the adapters shipped beside the
 default model: the "red" LoRA paints the named objects red, the silhouette ControlNet puts the
 object where the hint's silhouette is. Effects are measured with the world's detector (and, for the
-ControlNet, the centroid of the prompt colour's pixels, which needs no flat background).
+ControlNet, also the centroid of the prompt colour's pixels).
 
 Margins: measured effect sizes are in ``huihua/assets/adapters/README.md``; the thresholds here
 leave about half of the measured difference as slack.
@@ -162,37 +162,18 @@ def default_engine():
     return huihua.load(MODEL, device="cpu", lora_dirs=[ADAPTERS])
 
 
-def _named_colour(engine, suffix: str) -> tuple[float, float]:
-    """(share of pictures with a detected object of the prompt's colour, mean share of pixels of that colour)."""
-    from huihua.synth.detector import detect
-    from huihua.synth.scene import PALETTE
-
-    hits, pixels = [], []
-    for prompt in RED_PROBE_PROMPTS:
-        colour = prompt.split()[1]
-        for seed in (0, 1):
-            image = engine.generate(prompt=prompt + suffix, seed=seed, steps=10, cfg_scale=5.0,
-                                    sampler_name="Euler").images[0]
-            arr = np.asarray(image.convert("RGB"))
-            hits.append(any(o.colour == colour for o in detect(arr).objects))
-            near = np.linalg.norm(arr.astype(float) - np.asarray(PALETTE[colour], dtype=float), axis=-1) < 60
-            pixels.append(float(near.mean()))
-    return float(np.mean(hits)), float(np.mean(pixels))
-
-
 @shipped
-def test_shipped_lora_overrides_the_named_colour_and_restores_the_weights(default_engine) -> None:
+def test_shipped_lora_paints_the_objects_red_and_restores_the_weights(default_engine) -> None:
     before = {k: v.clone() for k, v in default_engine.unet.state_dict().items()}
     base = default_engine.generate(prompt="a blue square", seed=0, steps=10, sampler_name="Euler").images[0]
     zero = default_engine.generate(prompt="a blue square <lora:huihua-red:0>", seed=0, steps=10,
                                    sampler_name="Euler").images[0]
     assert np.array_equal(np.asarray(base), np.asarray(zero))
-    hits_off, pixels_off = _named_colour(default_engine, "")
-    hits_on, pixels_on = _named_colour(default_engine, " <lora:huihua-red:1>")
-    # Measured: pixels of the named colour 0.049 -> 0.0053; detected objects of it 1 of 16 -> 0 of 16
-    # (the base model's textured backgrounds leave most pictures unreadable to the detector).
-    assert pixels_on < 0.33 * pixels_off, (pixels_off, pixels_on)
-    assert hits_on <= hits_off, (hits_off, hits_on)
+    # The detector's verdict on 8 prompts naming another colour x seeds 0-1, 10 Euler steps:
+    # pictures with a detected red object, measured 0/16 without the LoRA and 6/16 with it.
+    effect = lora_effect(default_engine, "huihua-red", seeds=(0, 1), steps=10)
+    assert effect.pictures == 16
+    assert effect.with_lora >= effect.without + 0.18, effect
     for key, value in default_engine.unet.state_dict().items():
         assert torch.equal(value, before[key]), key
 
@@ -201,5 +182,7 @@ def test_shipped_lora_overrides_the_named_colour_and_restores_the_weights(defaul
 def test_shipped_controlnet_puts_the_object_on_the_silhouette(default_engine) -> None:
     net = default_engine.load_controlnet(CONTROLNET)
     effect = controlnet_effect(default_engine, net, PLACEMENT_PROBES, seeds=(0,), steps=10)
-    assert effect.median_error_with < 0.5 * effect.median_error_without, effect
-    assert effect.with_controlnet >= effect.without, effect
+    # Measured on the 8 probes, seed 0, 10 Euler steps: a detected object of the prompt's colour
+    # within 0.1 of the hint's centre 1/8 -> 7/8; median colour-centroid distance 0.296 -> 0.035.
+    assert effect.median_error_with < 0.3 * effect.median_error_without, effect
+    assert effect.with_controlnet >= effect.without + 0.375, effect
