@@ -299,3 +299,13 @@ def test_real_clip_tokenizer_wiring() -> None:
     content = first[1 : first.index(EOS)]
     assert content[-1] == COMMA and 55 <= len(content) <= 75  # cut after a comma (backtrack)
     assert 1.2 in chunks[0].weights and (1 / 1.1) in chunks[0].weights
+
+
+def test_emphasis_of_zero_mean_states_is_finite() -> None:
+    # A final LayerNorm with zero bias gives rows whose mean is exactly 0: A1111's ratio would be 0/0.
+    hidden = torch.tensor([[[1.0, -1.0], [2.0, -2.0]]])
+    plain = apply_emphasis(hidden, torch.ones(1, 2))
+    assert torch.equal(plain, hidden)
+    weighted = apply_emphasis(hidden, torch.tensor([[1.0, 1.5]]))
+    assert torch.isfinite(weighted).all()
+    assert torch.equal(weighted, torch.tensor([[[1.0, -1.0], [3.0, -3.0]]]))

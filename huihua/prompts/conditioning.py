@@ -225,7 +225,10 @@ def apply_emphasis(hidden: torch.Tensor, weights: torch.Tensor, emphasis: Emphas
     original_mean = hidden.float().mean(dim=(1, 2), keepdim=True)
     scaled = hidden * w
     new_mean = scaled.float().mean(dim=(1, 2), keepdim=True)
-    return (scaled.float() * (original_mean / new_mean)).to(hidden.dtype)
+    # A zero mean (a final LayerNorm without bias gives exactly that) would make 0/0 = NaN: such a
+    # row keeps its weighted values, every other row gets A1111's ratio (m / m is exactly 1).
+    ratio = torch.where(new_mean != 0, original_mean / new_mean, torch.ones_like(new_mean))
+    return (scaled.float() * ratio).to(hidden.dtype)
 
 
 def encode_chunks(chunks: Sequence[PromptChunk], encode_tokens: TokenEncoder,
