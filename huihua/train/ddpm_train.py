@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from huihua.checkpoints.specs import Prediction
 from huihua.checkpoints.tokenizer import CLIPTokenizer
+from huihua.errors import ParameterError
 from huihua.nn.clip import CLIPTextEncoder
 from huihua.nn.unet import UNetModel
 from huihua.nn.vae import AutoencoderKL
@@ -42,7 +44,7 @@ class DDPMTrainConfig:
     offset_noise: float = 0.0
     # What the UNet predicts: "eps" (the noise) or "v" (sqrt(abar) * noise - sqrt(1 - abar) * x0). The v
     # loss weighs x0 errors by 1 + SNR instead of SNR, so the layout, decided at high noise, is learnt.
-    prediction: str = "eps"
+    prediction: Prediction = "eps"
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ def encode_dataset(vae: AutoencoderKL, text: CLIPTextEncoder, tokenizer: CLIPTok
 
 def ddpm_loss(unet: UNetModel, x0: Tensor, context: Tensor, abar: Tensor,
               generator: torch.Generator, min_snr_gamma: float | None = None,
-              offset_noise: float = 0.0, prediction: str = "eps") -> Tensor:
+              offset_noise: float = 0.0, prediction: Prediction = "eps") -> Tensor:
     """MSE between the UNet's prediction and its target (the noise, or v) at uniformly drawn timesteps.
 
     ``min_snr_gamma`` weights each sample by ``min(SNR, gamma) / SNR`` (``/ (SNR + 1)`` for v);
@@ -92,7 +94,7 @@ def ddpm_loss(unet: UNetModel, x0: Tensor, context: Tensor, abar: Tensor,
     unchanged when off).
     """
     if prediction not in ("eps", "v"):
-        raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}")
+        raise ParameterError(f"prediction: must be 'eps' or 'v', got {prediction!r}")
     b = x0.shape[0]
     t = torch.randint(0, abar.shape[0], (b,), generator=generator)
     noise = torch.randn(x0.shape, generator=generator)

@@ -176,7 +176,7 @@ def _stage_unet(r: DefaultRecipe, out: Path, data: LatentDataset, extend: Callab
         more, ema = train_loop("unet_refine", unet, ddpm_loss_fn(unet, data, r.ddpm, r.seed + 4),
                                r.unet_refine_loop, out / "unet_refine.pt", progress, log)
         losses = losses + more
-    if r.unet_extend_loop is not None and r.ddpm_extend is not None and extend is not None:
+    if extend is not None and _extends(r):
         bigger = extend()
         unet.requires_grad_(True)
         more, ema = train_loop("unet_extend", unet, ddpm_loss_fn(unet, bigger, r.ddpm_extend, r.seed + 5),
@@ -190,9 +190,12 @@ def _stage_unet(r: DefaultRecipe, out: Path, data: LatentDataset, extend: Callab
 
 def final_prediction(r: DefaultRecipe) -> str:
     """What the exported UNet predicts: that of its last training stage."""
-    if r.unet_extend_loop is not None and r.ddpm_extend is not None:
-        return r.ddpm_extend.prediction
-    return r.ddpm.prediction
+    return r.ddpm_extend.prediction if _extends(r) else r.ddpm.prediction
+
+
+def _extends(r: DefaultRecipe) -> bool:
+    """Whether the recipe has the ``unet_extend`` stage (both its data and its loop)."""
+    return r.unet_extend_loop is not None and r.ddpm_extend is not None
 
 
 def arch_metadata(r: DefaultRecipe, scale_factor: float) -> dict:
@@ -251,13 +254,13 @@ def train_default(recipe: DefaultRecipe, out: Path, resume: bool = False, progre
     say(f"latents done {time.monotonic() - clock:.0f}s {tuple(data.latents.shape)}")
 
     def extend() -> LatentDataset:
-        assert recipe.ddpm_extend is not None
         more = _stage_latents(recipe, out, vae, clip, tok, metrics["scale_factor"], recipe.ddpm_extend,
                               "latents_extend", 500_000)
         say(f"latents_extend done {time.monotonic() - clock:.0f}s {tuple(more.latents.shape)}")
         return more
 
-    unet, unet_metrics = _stage_unet(recipe, out, data, extend, progress, say, device)
+    unet, unet_metrics = _stage_unet(recipe, out, data, extend if _extends(recipe) else None, progress, say,
+                                     device)
     metrics.update(unet_metrics)
     say(f"unet done {time.monotonic() - clock:.0f}s {unet_metrics}")
     # After the latents were encoded: only the decoder changes, so the UNet's inputs do not.
