@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -169,10 +170,37 @@ def test_ddpm_loss_targets_eps_and_v(gamma, offset) -> None:
         assert float(exact) < 1e-8 and float(wrong) > 1e-3, (kind, float(exact), float(wrong))
 
 
-def test_quick_recipe_exports_the_last_stage_prediction(tmp_path: Path) -> None:
-    from huihua.train.default_model import final_prediction
-
+def test_quick_recipe_exports_its_prediction_type(tmp_path: Path) -> None:
     r = quick_recipe()
-    assert r.ddpm.prediction == "eps" and final_prediction(r) == "v"
+    assert r.ddpm.prediction == "v"
     path = train_default(r, tmp_path, progress=False).path
     assert huihua.load(path, device="cpu").spec.prediction == "v"
+    other = replace(r, ddpm=replace(r.ddpm, prediction="eps"))
+    path = train_default(other, tmp_path / "eps", progress=False).path
+    assert huihua.load(path, device="cpu").spec.prediction == "eps"
+
+
+def test_edge_map_marks_colour_changes_only() -> None:
+    from huihua.train.vae_train import edge_map
+
+    pixels = torch.full((1, 3, 16, 16), -1.0)
+    pixels[:, 0, 6:10, 6:10] = 1.0  # a red square on black
+    edge = edge_map(pixels)[0, 0]
+    assert edge.shape == (16, 16)
+    assert edge[7, 5] == 1 and edge[6, 6] == 1 and edge[5, 5] == 1   # on and beside the outline
+    assert edge[0, 0] == 0 and edge[15, 15] == 0 and edge[3, 8] == 0  # flat background
+    assert float(edge_map(torch.zeros(2, 3, 8, 8)).sum()) == 0.0
+
+
+def test_reconstruction_loss_weighs_edges() -> None:
+    from huihua.train.vae_train import VAETrainConfig, reconstruction_loss
+
+    target = torch.full((1, 3, 16, 16), -1.0)
+    target[:, :, 6:10, 6:10] = 1.0
+    blurred = torch.nn.functional.avg_pool2d(target, 3, stride=1, padding=1, count_include_pad=False)
+    err = blurred - target
+    plain = reconstruction_loss(blurred, target, VAETrainConfig(edge_weight=0.0))
+    assert float(plain) == pytest.approx(float(err.abs().mean() + err.pow(2).mean()), rel=1e-6)
+    weighted = reconstruction_loss(blurred, target, VAETrainConfig(edge_weight=10.0))
+    # every error of a blur sits on the outline, so the weight multiplies all of it
+    assert float(weighted) == pytest.approx(11.0 * float(plain), rel=1e-5)

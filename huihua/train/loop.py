@@ -103,7 +103,7 @@ def train_loop(name: str, model: nn.Module, loss_fn: Callable[[int], Tensor], cf
     start = 0
     if checkpoint.exists():
         try:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         except Exception as exc:  # a corrupt file names itself
             raise CheckpointError(f"{checkpoint}: cannot read training checkpoint ({exc})") from None
         model.load_state_dict(state["model"])
