@@ -139,7 +139,7 @@ def stage_decoder(r: DefaultRecipe, out: Path, vae: AutoencoderKL, progress: boo
 
 def _stage_latents(r: DefaultRecipe, out: Path, vae: AutoencoderKL, clip: TinyCLIP, tok: CLIPTokenizer,
                    scale: float) -> LatentDataset:
-    """Encode a diffusion data set once (cached in ``<name>.pt``; a cache of another size is redone)."""
+    """Encode the diffusion data set once (cached in ``latents.pt``; a cache of another size is redone)."""
     cfg = r.ddpm
     path = out / "latents.pt"
     if path.exists():

@@ -27,12 +27,12 @@ class VAETrainConfig:
     batch: int = 16
     kl_weight: float = 1e-6
     l2_weight: float = 1.0
-    # Pixels within one pixel of a colour edge of the target weigh 1 + edge_weight (0 = plain mean).
+    # Pixels within two pixels of a colour edge of the target weigh 1 + edge_weight (0 = plain mean).
     edge_weight: float = 0.0
 
 
 def edge_map(pixels: Tensor, threshold: float = 0.05) -> Tensor:
-    """1 where a pixel is within one pixel of a colour change of ``pixels`` (B, 3, H, W), else 0 (B, 1, H, W)."""
+    """1 where a pixel is within two pixels of a colour change of ``pixels`` (B, 3, H, W), else 0 (B, 1, H, W)."""
     dx = (pixels[..., :, 1:] - pixels[..., :, :-1]).abs().amax(dim=1, keepdim=True) > threshold
     dy = (pixels[..., 1:, :] - pixels[..., :-1, :]).abs().amax(dim=1, keepdim=True) > threshold
     edge = torch.zeros_like(pixels[:, :1])
