@@ -206,3 +206,19 @@ def test_reconstruction_loss_weighs_edges() -> None:
     weighted = reconstruction_loss(blurred, target, VAETrainConfig(edge_weight=10.0))
     # every error of a blur sits on the outline, so the weight multiplies all of it
     assert float(weighted) == pytest.approx(11.0 * float(plain), rel=1e-5)
+
+
+def test_heldout_detector_accuracy_is_the_vae_ceiling() -> None:
+    """A lossless autoencoder keeps every picture true to its caption; a random one keeps none."""
+    from types import SimpleNamespace
+
+    from huihua.nn.vae import AutoencoderKL
+    from huihua.train.vae_train import heldout_detector_accuracy, heldout_psnr
+
+    identity = SimpleNamespace(encode=lambda x: x, decode=lambda z: z,
+                               quant_conv=SimpleNamespace(weight=torch.zeros(1)))
+    assert heldout_detector_accuracy(identity, seed=5, n=8) == 1.0
+    assert heldout_psnr(identity, seed=5, n=8) == float("inf")
+    torch.manual_seed(0)
+    random_vae = AutoencoderKL(quick_recipe().vae)
+    assert heldout_detector_accuracy(random_vae, seed=5, n=8) == 0.0

@@ -85,21 +85,25 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def heldout_psnr(vae: AutoencoderKL, seed: int, n: int = 64) -> float:
-    """PSNR of mean-latent reconstructions of ``n`` held-out-split renders (unseen images)."""
-    images, _ = make_batch(seed, n, "heldout")
+def _heldout_reconstructions(vae: AutoencoderKL, seed: int, n: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """``n`` held-out-split renders (unseen images), their captions and mean-latent reconstructions (uint8)."""
+    images, captions = make_batch(seed, n, "heldout")
     recon = vae.decode(vae.encode(to_pixels(images).to(vae.quant_conv.weight.device)))
-    return psnr(to_uint8(recon.cpu()), images)
+    return images, captions, to_uint8(recon.cpu())
 
 
-@torch.no_grad()
+def heldout_psnr(vae: AutoencoderKL, seed: int, n: int = 64) -> float:
+    """PSNR of mean-latent reconstructions of ``n`` held-out-split renders."""
+    images, _, recon = _heldout_reconstructions(vae, seed, n)
+    return psnr(recon, images)
+
+
 def heldout_detector_accuracy(vae: AutoencoderKL, seed: int, n: int = 64) -> float:
     """Share of ``n`` held-out renders whose reconstruction the world's detector still judges true to
     the caption: the ceiling the autoencoder sets on the benchmark."""
     from huihua.synth.scoring import score
 
-    images, captions = make_batch(seed, n, "heldout")
-    recon = to_uint8(vae.decode(vae.encode(to_pixels(images).to(vae.quant_conv.weight.device))).cpu())
+    _, captions, recon = _heldout_reconstructions(vae, seed, n)
     return sum(score(image, caption).correct for image, caption in zip(recon, captions)) / n
 
 
