@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ import huihua
 from huihua.errors import ParameterError
 from huihua.synth.evaluate import evaluate
 from huihua.train.ddpm_train import alphas_cumprod
-from huihua.train.default_model import CLIP_PREFIX, MODEL_FILE, quick_recipe, train_default
+from huihua.train.default_model import CLIP_PREFIX, MODEL_FILE, DefaultRecipe, quick_recipe, train_default
 from huihua.train.loop import LoopConfig, lr_at, step_generator, train_loop
 from huihua.train.synth_eval import SynthEvalParams, make_generate_fn
 
@@ -119,6 +119,13 @@ def test_shipped_model_is_small_and_detected(shipped: huihua.Engine) -> None:
     spec = shipped.spec
     assert spec.family == "sd1" and spec.native_resolution == 64 and spec.prediction == "v"
     assert spec.vae.downscale == 4 and 0.1 < spec.vae.scale_factor < 10.0
+
+
+def test_shipped_model_was_trained_by_the_code_recipe() -> None:
+    # `huihua train-default` must reproduce the shipped file: the recipe stored in it is DefaultRecipe().
+    with safe_open(str(SHIPPED), "pt") as f:
+        stored = json.loads(f.metadata()["huihua.recipe"])
+    assert stored == json.loads(json.dumps(asdict(DefaultRecipe())))
 
 
 def test_shipped_model_is_deterministic(shipped: huihua.Engine) -> None:
