@@ -19,12 +19,12 @@ from huihua.assets import default_model_path
 from huihua.synth.scoring import score
 from huihua.synth.world import make_batch
 from huihua.train.clip_train import to_pixels
+from huihua.train.vae_train import to_uint8
 
 
 def _passes(pixels: torch.Tensor, captions: list[str]) -> float:
     """Share of pictures ((N, 3, H, W) in [-1, 1]) the detector judges true to their captions."""
-    pics = ((pixels.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-    return float(np.mean([score(p, c).correct for p, c in zip(pics, captions)]))
+    return float(np.mean([score(p, c).correct for p, c in zip(to_uint8(pixels), captions)]))
 
 
 def _blur(x: torch.Tensor, k: int) -> torch.Tensor:

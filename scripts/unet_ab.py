@@ -20,7 +20,7 @@ import torch
 
 from huihua.nn.unet import UNetModel
 from huihua.train.ddpm_train import LatentDataset, ddpm_loss_fn
-from huihua.train.default_model import DefaultRecipe, _seeded
+from huihua.train.default_model import DefaultRecipe, seeded_module
 from huihua.train.loop import train_loop
 
 BASE = DefaultRecipe().unet
@@ -50,7 +50,7 @@ def main() -> None:
     data = LatentDataset(state["latents"], state["contexts"], state["empty_context"])
     loop = replace(recipe.unet_loop, steps=args.schedule_steps)
     for name in args.candidates:
-        unet = _seeded(recipe.seed + 3, lambda: UNetModel(CANDIDATES[name]))
+        unet = seeded_module(recipe.seed + 3, lambda: UNetModel(CANDIDATES[name]))
         step_loss, losses = ddpm_loss_fn(unet, data, recipe.ddpm, recipe.seed + 3), []
 
         def loss(step: int) -> torch.Tensor:

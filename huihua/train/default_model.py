@@ -96,7 +96,7 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def _seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
+def seeded_module(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
     """Build a module with its initial weights drawn from ``seed`` (a private generator state)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -106,7 +106,7 @@ def _seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
 def _stage_clip(r: DefaultRecipe, out: Path, tok: CLIPTokenizer, progress: bool, log, device) -> tuple[TinyCLIP, dict]:
     """Train the tiny CLIP; return it frozen with its zero-shot figures."""
     c = r.clip
-    model = _seeded(r.seed + 1, lambda: TinyCLIP(c.text, c.vision, c.embed_dim)).to(device)
+    model = seeded_module(r.seed + 1, lambda: TinyCLIP(c.text, c.vision, c.embed_dim)).to(device)
     losses, _ = train_loop("clip", model, clip_loss_fn(model, c, tok, r.seed * 7 + 100_000), r.clip_loop,
                            out / "clip.pt", progress, log)
     model.requires_grad_(False)
@@ -117,7 +117,7 @@ def _stage_clip(r: DefaultRecipe, out: Path, tok: CLIPTokenizer, progress: bool,
 
 def _stage_vae(r: DefaultRecipe, out: Path, progress: bool, log, device) -> tuple[AutoencoderKL, dict]:
     """Train the autoencoder; return it frozen with held-out PSNR and the latent scale factor."""
-    vae = _seeded(r.seed + 2, lambda: AutoencoderKL(r.vae)).to(device)
+    vae = seeded_module(r.seed + 2, lambda: AutoencoderKL(r.vae)).to(device)
     losses, _ = train_loop("vae", vae, vae_loss_fn(vae, r.vae_train, r.seed * 7 + 200_000, r.seed + 2),
                            r.vae_loop, out / "vae.pt", progress, log)
     vae.requires_grad_(False)
@@ -156,7 +156,7 @@ def _stage_latents(r: DefaultRecipe, out: Path, vae: AutoencoderKL, clip: TinyCL
 def _stage_unet(r: DefaultRecipe, out: Path, data: LatentDataset, progress: bool, log, device
                 ) -> tuple[UNetModel, dict]:
     """Train the UNet; return it holding its EMA weights."""
-    unet = _seeded(r.seed + 3, lambda: UNetModel(r.unet)).to(device)
+    unet = seeded_module(r.seed + 3, lambda: UNetModel(r.unet)).to(device)
     losses, ema = train_loop("unet", unet, ddpm_loss_fn(unet, data, r.ddpm, r.seed + 3), r.unet_loop,
                              out / "unet.pt", progress, log)
     if ema is not None:
