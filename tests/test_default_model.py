@@ -123,9 +123,16 @@ def test_shipped_model_is_small_and_detected(shipped: huihua.Engine) -> None:
 
 def test_shipped_model_was_trained_by_the_code_recipe() -> None:
     # `huihua train-default` must reproduce the shipped file: the recipe stored in it is DefaultRecipe().
+    # Options added to the code after the file was trained are absent from its metadata; they must sit
+    # at their defaults, which keep the old behaviour (e.g. DDPMTrainConfig's timestep sampling).
     with safe_open(str(SHIPPED), "pt") as f:
         stored = json.loads(f.metadata()["huihua.recipe"])
-    assert stored == json.loads(json.dumps(asdict(DefaultRecipe())))
+    code = json.loads(json.dumps(asdict(DefaultRecipe())))
+    added = {("ddpm", "timestep_logit_normal"): None, ("ddpm", "timestep_uniform_share"): 0.0}
+    for (part, key), default in added.items():
+        if key not in stored[part]:
+            assert code[part].pop(key) == default, (part, key)
+    assert stored == code
 
 
 def test_shipped_model_is_deterministic(shipped: huihua.Engine) -> None:
@@ -177,6 +184,25 @@ def test_ddpm_loss_targets_eps_and_v(gamma, offset) -> None:
         other = "v" if kind == "eps" else "eps"
         wrong = ddpm_loss(_oracle(x0, abar, other), x0, ctx, abar, torch.Generator().manual_seed(1), gamma, offset, kind)
         assert float(exact) < 1e-8 and float(wrong) > 1e-3, (kind, float(exact), float(wrong))
+
+
+def test_timestep_draws_uniform_or_logit_normal_mixture() -> None:
+    from huihua.train.ddpm_train import draw_timesteps
+
+    def g() -> torch.Generator:
+        return torch.Generator().manual_seed(3)
+
+    plain = draw_timesteps(4000, 1000, g())
+    assert torch.equal(plain, torch.randint(0, 1000, (4000,), generator=g()))  # the old draws, unchanged
+    assert torch.equal(draw_timesteps(4000, 1000, g(), (-0.4, 1.0), 1.0), plain)  # all uniform
+    centred = draw_timesteps(4000, 1000, g(), (-0.4, 1.0), 0.0).double()
+    assert centred.min() >= 0 and centred.max() <= 999
+    # sigmoid(-0.4) = 0.401: the median; sigmoid(-0.4 +- 1) = 0.198 and 0.646 bound the middle 68%.
+    assert abs(centred.median().item() - 401) < 15
+    assert abs(((centred >= 198) & (centred < 646)).double().mean().item() - 0.683) < 0.03
+    assert (plain >= 700).double().mean() > 0.25 > (centred >= 700).double().mean()
+    with pytest.raises(ParameterError, match="std"):
+        draw_timesteps(4, 1000, g(), (0.0, 0.0))
 
 
 def test_quick_recipe_exports_its_prediction_type(tmp_path: Path) -> None:
