@@ -8,23 +8,17 @@ decoded, and scored against their captions. Pixel-space blurs of the same reach 
 
 from __future__ import annotations
 
-import argparse
-
-import numpy as np
 import torch
 import torch.nn.functional as F
+from _probe import load_probe, pass_rate
 
-import huihua
-from huihua.assets import default_model_path
-from huihua.synth.scoring import score
-from huihua.synth.world import make_batch
 from huihua.train.clip_train import to_pixels
 from huihua.train.vae_train import to_uint8
 
 
 def _passes(pixels: torch.Tensor, captions: list[str]) -> float:
     """Share of pictures ((N, 3, H, W) in [-1, 1]) the detector judges true to their captions."""
-    return float(np.mean([score(p, c).correct for p, c in zip(to_uint8(pixels), captions)]))
+    return pass_rate(to_uint8(pixels), captions)
 
 
 def _blur(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -32,13 +26,7 @@ def _blur(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(default_model_path()))
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    engine = huihua.load(args.model, device="cpu")
-    images, captions = make_batch(12345, 96, "train")
+    engine, images, captions = load_probe(__doc__.splitlines()[0])
     pixels = to_pixels(images)
     scale, down = engine.spec.vae.scale_factor, engine.spec.vae.downscale
     with torch.inference_mode():
