@@ -17,33 +17,31 @@ import argparse
 import torch
 
 import huihua
+from huihua.diffusion.parametrization import make_denoiser
 from huihua.synth.world import make_batch
 from huihua.train.clip_train import to_pixels
-from huihua.train.ddpm_train import alphas_cumprod
 
 TIMESTEPS = (50, 150, 300, 400, 500, 700, 900)
 
 
 @torch.inference_mode()
 def x0_errors(path: str, n: int, seed: int, chunk: int = 64) -> list[float]:
-    """Mean squared x0 error of ``path``'s UNet at each of `TIMESTEPS` (fp32, CPU)."""
+    """Mean squared x0 error of ``path``'s UNet at each of `TIMESTEPS`, through the samplers' denoiser."""
     engine = huihua.load(path, device="cpu")
+    ms = engine.model_sampling
     images, captions = make_batch(seed, n, "train")
     x0 = engine.vae.encode(to_pixels(images).to(engine.dtype)).float() * engine.spec.vae.scale_factor
-    context = torch.cat([engine.encode_prompt(c).context for c in captions]).float()
+    context = torch.cat([engine.encode_prompt(c).context for c in captions]).to(engine.dtype)
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + 1))
-    abar = alphas_cumprod().float()
-    v_model = engine.spec.prediction == "v"
     out = []
     for t in TIMESTEPS:
-        a = abar[t]
-        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        sigma = ms.sigmas[t].item()
         preds = []
         for i in range(0, n, chunk):
-            steps = torch.full((min(chunk, n - i),), t)
-            y = engine.unet(x_t[i:i + chunk].to(engine.dtype), steps, context[i:i + chunk].to(engine.dtype)).float()
-            preds.append(a.sqrt() * x_t[i:i + chunk] - (1 - a).sqrt() * y if v_model
-                         else (x_t[i:i + chunk] - (1 - a).sqrt() * y) / a.sqrt())
+            ctx = context[i:i + chunk]
+            denoise = make_denoiser(lambda x, ts, c=ctx: engine.unet(x.to(engine.dtype), ts, c).float(), ms)
+            x = x0[i:i + chunk] + sigma * noise[i:i + chunk]  # the samplers' scale of x_t / sqrt(abar)
+            preds.append(denoise(x, torch.full((x.shape[0],), sigma)))
         out.append(float((torch.cat(preds) - x0).pow(2).mean()))
     return out
 

@@ -25,7 +25,7 @@ from huihua.errors import ParameterError
 from huihua.nn.controlnet import ControlNet, ControlNetConfig, hint_layer_indices
 from huihua.synth.render import render
 from huihua.synth.scene import PALETTE, CaptionSpec, Scene
-from huihua.train.ddpm_train import DDPMTrainConfig, LatentDataset, alphas_cumprod, ddpm_loss
+from huihua.train.ddpm_train import DDPMTrainConfig, LatentDataset, alphas_cumprod, ddpm_loss, loss_options
 from huihua.train.lora_train import WorldPairs, encode_pairs, world_pairs
 from huihua.train.loop import LoopConfig, step_generator, train_loop
 
@@ -122,7 +122,7 @@ def controlnet_loss_fn(unet: nn.Module, net: ControlNet, data: LatentDataset, hi
             return unet(x, t, c, control=net(x, hint, t, c))
 
         return ddpm_loss(controlled, data.latents[idx].float().to(device), context.to(device), abar, g,
-                         prediction=cfg.prediction)
+                         **loss_options(cfg))
 
     return loss
 

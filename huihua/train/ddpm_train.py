@@ -139,6 +139,13 @@ def ddpm_loss(unet: UNetModel, x0: Tensor, context: Tensor, abar: Tensor,
     return (weight * per_sample).mean()
 
 
+def loss_options(cfg: DDPMTrainConfig) -> dict:
+    """The keyword arguments of `ddpm_loss` that ``cfg`` sets (every trainer passes all of them)."""
+    return {"min_snr_gamma": cfg.min_snr_gamma, "offset_noise": cfg.offset_noise, "prediction": cfg.prediction,
+            "timestep_logit_normal": cfg.timestep_logit_normal,
+            "timestep_uniform_share": cfg.timestep_uniform_share}
+
+
 def ddpm_loss_fn(unet: UNetModel, data: LatentDataset, cfg: DDPMTrainConfig, noise_seed: int):
     """The loss of step ``i``: a batch drawn with replacement, seeded by (noise_seed, i)."""
     abar = alphas_cumprod()
@@ -151,8 +158,6 @@ def ddpm_loss_fn(unet: UNetModel, data: LatentDataset, cfg: DDPMTrainConfig, noi
         context[drop] = data.empty_context.float()
         device = unet.input_blocks[0][0].weight.device
         return ddpm_loss(unet, data.latents[idx].float().to(device), context.to(device), abar, g,
-                         cfg.min_snr_gamma, cfg.offset_noise, cfg.prediction,
-                         timestep_logit_normal=cfg.timestep_logit_normal,
-                         timestep_uniform_share=cfg.timestep_uniform_share)
+                         **loss_options(cfg))
 
     return loss
