@@ -128,7 +128,8 @@ def test_shipped_model_was_trained_by_the_code_recipe() -> None:
     with safe_open(str(SHIPPED), "pt") as f:
         stored = json.loads(f.metadata()["huihua.recipe"])
     code = json.loads(json.dumps(asdict(DefaultRecipe())))
-    added = {("ddpm", "timestep_logit_normal"): None, ("ddpm", "timestep_uniform_share"): 0.0}
+    added = {("ddpm", "timestep_logit_normal"): None, ("ddpm", "timestep_uniform_share"): 0.0,
+             ("clip", "parse_weight"): 0.0}
     for (part, key), default in added.items():
         if key not in stored[part]:
             assert code[part].pop(key) == default, (part, key)

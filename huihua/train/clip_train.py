@@ -18,8 +18,11 @@ from torch import Tensor, nn
 
 from huihua.checkpoints.specs import CLIPTextConfig
 from huihua.checkpoints.tokenizer import CLIPTokenizer
+from huihua.errors import ParameterError
 from huihua.nn.clip import build_text_encoder
+from huihua.synth.captions import parse_caption
 from huihua.synth.world import make_batch
+from huihua.train.caption_heads import CaptionHeads, caption_labels, caption_parse_loss
 from huihua.train.vision import ViTConfig, VisionTransformer
 
 PAD_TOKEN = 49407  # SD1 windows pad with the end token
@@ -36,17 +39,22 @@ class CLIPTrainConfig:
     # Captions are short and the text tower is causal: a 32-token window gives the same pooled
     # vector as the 77-token one while costing less than half.
     tokens: int = 32
+    # Weight of the caption-reading loss (`caption_heads`); 0 trains the plain contrastive CLIP.
+    # With it, the text windows are the UNet's full 77 tokens, since every padding position is read.
+    parse_weight: float = 0.0
 
 
 class TinyCLIP(nn.Module):
     """Text and image towers with projections into one embedding space and a learned temperature."""
 
-    def __init__(self, text: CLIPTextConfig, vision: ViTConfig, embed_dim: int) -> None:
+    def __init__(self, text: CLIPTextConfig, vision: ViTConfig, embed_dim: int, caption_heads: bool = False) -> None:
         super().__init__()
         self.text = build_text_encoder(text)
         self.text_projection = nn.Linear(text.width, embed_dim, bias=False)
         self.visual = VisionTransformer(vision)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / 0.07)))
+        # Built last, so the other weights draw the same initial values with or without it.
+        self.caption_heads = CaptionHeads(text.width) if caption_heads else None
 
     def encode_text(self, tokens: Tensor) -> Tensor:
         """Token windows (B, T) -> unit-norm text embeddings (B, E)."""
@@ -75,10 +83,12 @@ def to_pixels(images: np.ndarray) -> Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
-def contrastive_loss(model: TinyCLIP, pixels: Tensor, tokens: Tensor) -> Tensor:
-    """CLIP's symmetric cross-entropy over the batch's image-text similarity matrix."""
+def contrastive_loss(model: TinyCLIP, pixels: Tensor, tokens: Tensor, txt: Tensor | None = None) -> Tensor:
+    """CLIP's symmetric cross-entropy over the batch's image-text similarity matrix.
+
+    ``txt`` passes text embeddings already computed from ``tokens``."""
     img = model.encode_image(pixels)
-    txt = model.encode_text(tokens)
+    txt = model.encode_text(tokens) if txt is None else txt
     scale = model.logit_scale.clamp(max=math.log(100.0)).exp()
     logits = scale * img @ txt.T
     target = torch.arange(logits.shape[0], device=logits.device)
@@ -90,10 +100,20 @@ def clip_loss_fn(model: TinyCLIP, cfg: CLIPTrainConfig, tokenizer: CLIPTokenizer
 
     device = next(model.parameters()).device
 
+    if cfg.parse_weight > 0 and model.caption_heads is None:
+        raise ParameterError("parse_weight > 0 needs a TinyCLIP built with caption_heads=True")
+
     def loss(step: int) -> Tensor:
         images, captions = make_batch(data_seed + step, cfg.batch, "train")
-        return contrastive_loss(model, to_pixels(images).to(device),
-                                tokenize(tokenizer, captions, cfg.tokens).to(device))
+        pixels = to_pixels(images).to(device)
+        if cfg.parse_weight <= 0:
+            return contrastive_loss(model, pixels, tokenize(tokenizer, captions, cfg.tokens).to(device))
+        tokens = tokenize(tokenizer, captions).to(device)
+        out = model.text(tokens, want_pooled=True)
+        txt = F.normalize(model.text_projection(out.pooled), dim=-1)
+        labels = torch.tensor([caption_labels(parse_caption(c)) for c in captions])
+        return (contrastive_loss(model, pixels, tokens, txt)
+                + cfg.parse_weight * caption_parse_loss(model.caption_heads, out.hidden, tokens, labels, PAD_TOKEN))
 
     return loss
 

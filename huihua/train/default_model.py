@@ -106,7 +106,7 @@ def seeded_module(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
 def _stage_clip(r: DefaultRecipe, out: Path, tok: CLIPTokenizer, progress: bool, log, device) -> tuple[TinyCLIP, dict]:
     """Train the tiny CLIP; return it frozen with its zero-shot figures."""
     c = r.clip
-    model = seeded_module(r.seed + 1, lambda: TinyCLIP(c.text, c.vision, c.embed_dim)).to(device)
+    model = seeded_module(r.seed + 1, lambda: TinyCLIP(c.text, c.vision, c.embed_dim, caption_heads=c.parse_weight > 0)).to(device)
     losses, _ = train_loop("clip", model, clip_loss_fn(model, c, tok, r.seed * 7 + 100_000), r.clip_loop,
                            out / "clip.pt", progress, log)
     model.requires_grad_(False)
