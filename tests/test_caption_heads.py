@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from huihua.checkpoints.specs import CLIPTextConfig
 from huihua.checkpoints.tokenizer import CLIPTokenizer
+from huihua.errors import ParameterError
 from huihua.synth.captions import parse_caption
 from huihua.synth.world import make_batch
 from huihua.train.caption_heads import FIELDS, CaptionHeads, caption_labels, caption_parse_loss, parse_accuracy
@@ -77,6 +79,17 @@ def test_training_teaches_the_end_tokens_to_read_the_caption() -> None:
         loss_fn(step).backward()
         opt.step()
     after = accuracy()
-    # Chance over 9 colour classes and 6 shape classes is far below; the untrained heads sit near it.
-    assert after["colour"] > before["colour"] + 0.15 and after["colour"] > 0.6, (before, after)
-    assert after["shape"] > before["shape"] + 0.15, (before, after)
+    # Measured: colour 0.20 -> 0.69, shape 0.16 -> 0.34, position 0.05 -> 0.86 (the untrained heads
+    # sit near chance); the margins are about half of each gain.
+    assert after["colour"] > before["colour"] + 0.25 and after["colour"] > 0.45, (before, after)
+    assert after["shape"] > before["shape"] + 0.09, (before, after)
+    assert after["position"] > before["position"] + 0.4, (before, after)
+
+
+def test_bad_parse_settings_are_refused() -> None:
+    tok = CLIPTokenizer.default()
+    plain = TinyCLIP(TEXT, VISION, 16)
+    with pytest.raises(ParameterError, match="caption_heads"):
+        clip_loss_fn(plain, CLIPTrainConfig(text=TEXT, vision=VISION, embed_dim=16, parse_weight=1.0), tok, 0)
+    with pytest.raises(ParameterError, match="parse_weight"):
+        clip_loss_fn(plain, CLIPTrainConfig(text=TEXT, vision=VISION, embed_dim=16, parse_weight=-1.0), tok, 0)

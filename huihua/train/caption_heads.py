@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from huihua.errors import ParameterError
 from huihua.synth.scene import COLOURS, POSITIONS, RELATIONS, SHAPES, SIZES, CaptionSpec
 
 MAX_OBJECTS = 2
@@ -38,7 +39,7 @@ def _index(options: Sequence[str], value: str | None) -> int:
 def caption_labels(spec: CaptionSpec) -> list[int]:
     """One class index per entry of ``FIELDS`` (0 where the caption claims nothing)."""
     if len(spec.objects) > MAX_OBJECTS:
-        raise ValueError(f"caption_labels: at most {MAX_OBJECTS} objects, got {len(spec.objects)}")
+        raise ParameterError(f"caption_labels: at most {MAX_OBJECTS} objects, got {len(spec.objects)}")
     labels: list[int] = []
     for i in range(MAX_OBJECTS):
         if i >= len(spec.objects):

@@ -86,7 +86,8 @@ def to_pixels(images: np.ndarray) -> Tensor:
 def contrastive_loss(model: TinyCLIP, pixels: Tensor, tokens: Tensor, txt: Tensor | None = None) -> Tensor:
     """CLIP's symmetric cross-entropy over the batch's image-text similarity matrix.
 
-    ``txt`` passes text embeddings already computed from ``tokens``."""
+    ``txt`` passes text embeddings already computed from ``tokens``.
+    """
     img = model.encode_image(pixels)
     txt = model.encode_text(tokens) if txt is None else txt
     scale = model.logit_scale.clamp(max=math.log(100.0)).exp()
@@ -100,6 +101,8 @@ def clip_loss_fn(model: TinyCLIP, cfg: CLIPTrainConfig, tokenizer: CLIPTokenizer
 
     device = next(model.parameters()).device
 
+    if cfg.parse_weight < 0:
+        raise ParameterError(f"parse_weight must be at least 0, got {cfg.parse_weight}")
     if cfg.parse_weight > 0 and model.caption_heads is None:
         raise ParameterError("parse_weight > 0 needs a TinyCLIP built with caption_heads=True")
 
