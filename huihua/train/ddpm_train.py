@@ -109,6 +109,12 @@ def draw_timesteps(n: int, steps: int, generator: torch.Generator,
     return torch.where(keep_uniform, uniform, drawn)
 
 
+def noised(x0: Tensor, noise: Tensor, abar_t: Tensor, prediction: Prediction) -> tuple[Tensor, Tensor]:
+    """(x_t, the UNet's target) for clean latents, noise and their ``abar`` (broadcastable to x0)."""
+    x_t = abar_t.sqrt() * x0 + (1.0 - abar_t).sqrt() * noise
+    return x_t, noise if prediction == "eps" else abar_t.sqrt() * noise - (1.0 - abar_t).sqrt() * x0
+
+
 def ddpm_loss(unet: UNetModel, x0: Tensor, context: Tensor, abar: Tensor,
               generator: torch.Generator, min_snr_gamma: float | None = None,
               offset_noise: float = 0.0, prediction: Prediction = "eps", *,
@@ -129,8 +135,7 @@ def ddpm_loss(unet: UNetModel, x0: Tensor, context: Tensor, abar: Tensor,
         noise = noise + offset_noise * torch.randn((b, x0.shape[1], 1, 1), generator=generator)
     a = abar[t].float().view(-1, 1, 1, 1)
     t, noise, a = t.to(x0.device), noise.to(x0.device), a.to(x0.device)
-    x_t = a.sqrt() * x0 + (1.0 - a).sqrt() * noise
-    target = noise if prediction == "eps" else a.sqrt() * noise - (1.0 - a).sqrt() * x0
+    x_t, target = noised(x0, noise, a, prediction)
     if min_snr_gamma is None:
         return F.mse_loss(unet(x_t, t, context), target)
     per_sample = (unet(x_t, t, context) - target).pow(2).mean(dim=(1, 2, 3))
