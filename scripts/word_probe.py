@@ -3,9 +3,9 @@
 Each probe picture is rendered from a caption such as "a large red star on the left"; its latent is
 noised at fixed timesteps with fixed noise, and the UNet's loss (on its own target, v or eps) is
 measured under the true caption and under captions that change one word (the shape, the colour or
-the position). The accuracy is
-the share of pictures whose true caption gives the lowest loss (chance: 0.2). It tracks how far
-training has gone in minutes, where sampling a benchmark takes longer and is noisier.
+the position). The accuracy is the share of pictures whose true caption gives the lowest loss
+(chance: 0.2). It tracks how far training has gone in minutes, where sampling a benchmark takes
+longer and is noisier.
 
 It also prints how far one changed word moves the text tower's 77 output positions, which the UNet
 attends to: the largest and the mean change over the positions, relative to their norm.
