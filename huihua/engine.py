@@ -88,7 +88,7 @@ class Engine:
         """The model's discrete training schedule with its eps/v parametrization."""
         from huihua.diffusion.parametrization import ModelSampling
 
-        return ModelSampling.for_sd(self.spec.prediction)
+        return ModelSampling.for_sd(self.spec.prediction, zero_terminal_snr=self.spec.zero_terminal_snr)
 
     @property
     def name(self) -> str:

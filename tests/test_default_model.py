@@ -88,6 +88,14 @@ def test_sd_noise_schedule() -> None:
     assert float(1 - abar[0]) == pytest.approx(0.00085, rel=1e-6)
     sigma_max = float(((1 - abar[-1]) / abar[-1]).sqrt())
     assert sigma_max == pytest.approx(14.6146, abs=1e-3)  # SD1's largest sigma
+    # Zero terminal SNR: training and sampling must share the schedule.
+    from huihua.diffusion.parametrization import ModelSampling
+
+    zsnr = alphas_cumprod(zero_terminal_snr=True)
+    assert float(zsnr[0]) == pytest.approx(float(abar[0]), rel=1e-12) and float(zsnr[-1]) < 1e-7
+    assert torch.all(zsnr[1:] < abar[1:])
+    sampling = ModelSampling.for_sd("v", zero_terminal_snr=True).alphas_cumprod
+    assert torch.allclose(sampling, zsnr, rtol=1e-5, atol=1e-9)
 
 
 def test_quick_recipe_trains_exports_and_loads(tmp_path: Path) -> None:
@@ -129,7 +137,7 @@ def test_shipped_model_was_trained_by_the_code_recipe() -> None:
         stored = json.loads(f.metadata()["huihua.recipe"])
     code = json.loads(json.dumps(asdict(DefaultRecipe())))
     added = {("ddpm", "timestep_logit_normal"): None, ("ddpm", "timestep_uniform_share"): 0.0,
-             ("clip", "parse_weight"): 0.0}
+             ("clip", "parse_weight"): 0.0, ("ddpm", "zero_terminal_snr"): False}
     for (part, key), default in added.items():
         if key not in stored[part]:
             assert code[part].pop(key) == default, (part, key)
@@ -214,6 +222,10 @@ def test_quick_recipe_exports_its_prediction_type(tmp_path: Path) -> None:
     other = replace(r, ddpm=replace(r.ddpm, prediction="eps"))
     path = train_default(other, tmp_path / "eps", progress=False).path
     assert huihua.load(path, device="cpu").spec.prediction == "eps"
+    assert not huihua.load(path, device="cpu").spec.zero_terminal_snr
+    zsnr = replace(r, ddpm=replace(r.ddpm, zero_terminal_snr=True))
+    engine = huihua.load(train_default(zsnr, tmp_path / "zsnr", progress=False).path, device="cpu")
+    assert engine.spec.zero_terminal_snr and engine.model_sampling.sigma_max > 4000
 
 
 def test_edge_map_marks_colour_changes_only() -> None:

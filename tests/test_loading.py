@@ -162,6 +162,29 @@ def test_prediction_sources_and_precedence(tmp_path: Path) -> None:
     assert (spec.prediction, spec.prediction_source) == ("v", "scheduler_config")
 
 
+def test_zero_terminal_snr_from_metadata_and_scheduler_config(tmp_path: Path) -> None:
+    import json
+
+    from huihua.checkpoints.detect import ARCH_METADATA_KEY
+
+    ref = tiny_reference("sd1")
+    plain = huihua.load(write_single_file(ref, tmp_path / "plain.safetensors"), device="cpu")
+    assert not plain.spec.zero_terminal_snr
+    assert plain.model_sampling.sigma_max == pytest.approx(14.6146, rel=1e-4)
+    arch = json.dumps(ref.arch() | {"zero_terminal_snr": True})
+    zsnr = huihua.load(write_single_file(ref, tmp_path / "z.safetensors", metadata={ARCH_METADATA_KEY: arch}),
+                       device="cpu")
+    assert zsnr.spec.zero_terminal_snr
+    # Lin et al.'s rescale, with A1111/ComfyUI's finite last step: sigma_max = sqrt((1 - a) / a), a = 4.897e-8.
+    assert zsnr.model_sampling.sigma_max == pytest.approx(4518.8, rel=1e-3)
+    assert zsnr.model_sampling.sigma_min == pytest.approx(plain.model_sampling.sigma_min, rel=1e-5)
+    folder = write_diffusers_folder(ref, tmp_path / "pipe", prediction_type="v_prediction",
+                                    scheduler_extra={"rescale_betas_zero_snr": True})
+    spec = huihua.load(folder, device="cpu").spec
+    assert spec.zero_terminal_snr and spec.prediction == "v"
+    assert not huihua.load(write_diffusers_folder(ref, tmp_path / "pipe2"), device="cpu").spec.zero_terminal_snr
+
+
 def test_inspect_cli(tmp_path: Path, capsys) -> None:
     import hashlib
 

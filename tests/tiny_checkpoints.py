@@ -97,7 +97,8 @@ def write_single_file(ref: TinyReference, path: Path, dtype: torch.dtype = torch
     return path
 
 
-def write_diffusers_folder(ref: TinyReference, root: Path, prediction_type: str = "epsilon") -> Path:
+def write_diffusers_folder(ref: TinyReference, root: Path, prediction_type: str = "epsilon",
+                           scheduler_extra: dict[str, Any] | None = None) -> Path:
     """Write ``ref`` as a diffusers folder (model_index.json, unet/, vae/, text_encoder(_2)/, scheduler/)."""
     root.mkdir(parents=True, exist_ok=True)
     index: dict[str, Any] = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0"}
@@ -112,7 +113,7 @@ def write_diffusers_folder(ref: TinyReference, root: Path, prediction_type: str 
     (root / "scheduler").mkdir(exist_ok=True)
     (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(
         {"_class_name": "EulerDiscreteScheduler", "prediction_type": prediction_type,
-         "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}))
+         "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"} | (scheduler_extra or {})))
     index["scheduler"] = ["diffusers", "EulerDiscreteScheduler"]
     (root / "model_index.json").write_text(json.dumps(index))
     return root

@@ -246,4 +246,5 @@ def detect_spec(info: Shapes, metadata: Mapping[str, str] | None = None, name: s
         text_encoders=texts,
         inpainting=unet.in_channels == 2 * vae.z_channels + 1,
         native_resolution=int(arch.get("resolution", 1024 if family.startswith("sdxl") else 512)),
+        zero_terminal_snr=arch.get("zero_terminal_snr", False) is True,
     )

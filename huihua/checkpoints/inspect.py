@@ -29,6 +29,8 @@ class InspectReport:
             parts.append("inpainting")
         if self.spec.prediction == "v":
             parts.append("v-prediction")
+        if self.spec.zero_terminal_snr:
+            parts.append("zero terminal SNR")
         return ", ".join(parts) or "base"
 
     def rows(self) -> list[tuple[str, str]]:

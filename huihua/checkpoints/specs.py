@@ -116,6 +116,9 @@ class ModelSpec:
     prediction_source: str = "default"
     # The side in pixels the model was trained at (512 SD1/SD2, 1024 SDXL; metadata for others).
     native_resolution: int = 512
+    # Trained on SD's schedule rescaled to zero terminal SNR (Lin et al. 2023): from ``huihua.arch``
+    # metadata ``zero_terminal_snr`` or a diffusers scheduler's ``rescale_betas_zero_snr``.
+    zero_terminal_snr: bool = False
     extra: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
     @property

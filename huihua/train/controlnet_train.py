@@ -107,7 +107,7 @@ def build_controlnet(unet: nn.Module, unet_cfg, cfg: ControlNetTrainConfig, down
 def controlnet_loss_fn(unet: nn.Module, net: ControlNet, data: LatentDataset, hints: Tensor,
                        cfg: DDPMTrainConfig, noise_seed: int) -> Callable[[int], Tensor]:
     """The loss of step ``i``: a batch with its hints, the UNet fed the ControlNet's residuals."""
-    abar = alphas_cumprod()
+    abar = alphas_cumprod(zero_terminal_snr=cfg.zero_terminal_snr)
     device = next(unet.parameters()).device
 
     def loss(step: int) -> Tensor:
@@ -136,7 +136,8 @@ def train_controlnet(engine, pairs: WorldPairs, hints: np.ndarray, cfg: ControlN
     data = encode_pairs(engine, pairs.images, pairs.captions, cfg.data.encode_chunk)
     net = build_controlnet(engine.unet, engine.spec.unet, cfg, engine.spec.vae.downscale)
     loss = controlnet_loss_fn(engine.unet, net, data, torch.from_numpy(hints),
-                              replace(cfg.data, prediction=engine.spec.prediction), cfg.seed + 1)
+                              replace(cfg.data, prediction=engine.spec.prediction,
+                                      zero_terminal_snr=engine.spec.zero_terminal_snr), cfg.seed + 1)
     work.mkdir(parents=True, exist_ok=True)
     flags = [(p, p.requires_grad) for p in engine.unet.parameters()]
     engine.unet.requires_grad_(False)

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from huihua.checkpoints.specs import Prediction
 from huihua.checkpoints.tokenizer import CLIPTokenizer
+from huihua.diffusion.parametrization import rescale_zero_terminal_snr, scaled_linear_alphas_cumprod
 from huihua.errors import ParameterError
 from huihua.nn.clip import CLIPTextEncoder
 from huihua.nn.unet import UNetModel
@@ -49,6 +50,12 @@ class DDPMTrainConfig:
     # sampling) for a share ``1 - timestep_uniform_share`` of each batch, uniformly for the rest.
     timestep_logit_normal: tuple[float, float] | None = None
     timestep_uniform_share: float = 0.0
+    # Zero terminal SNR (Lin et al. 2023): SD's schedule rescaled so its last timestep is pure noise.
+    # SD's own schedule never hides a picture's coarse layout: at t = 999 the mean of an 8x8 block of
+    # 16x16x4 latents still has an SNR above 1, so a UNet learns to read the layout from the noise
+    # instead of from the caption's place words. Needs v-prediction; the model must be sampled with
+    # the same schedule (``zero_terminal_snr`` in the checkpoint's ``huihua.arch`` metadata).
+    zero_terminal_snr: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,10 +67,10 @@ class LatentDataset:
     empty_context: Tensor
 
 
-def alphas_cumprod(steps: int = TRAIN_TIMESTEPS) -> Tensor:
-    """SD's cumulative alpha products for scaled-linear betas, float64 (steps,)."""
-    betas = torch.linspace(BETA_START**0.5, BETA_END**0.5, steps, dtype=torch.float64) ** 2
-    return torch.cumprod(1.0 - betas, dim=0)
+def alphas_cumprod(steps: int = TRAIN_TIMESTEPS, zero_terminal_snr: bool = False) -> Tensor:
+    """SD's cumulative alpha products for scaled-linear betas (optionally zero-terminal-SNR), float64 (steps,)."""
+    abar = scaled_linear_alphas_cumprod(BETA_START, BETA_END, steps)
+    return rescale_zero_terminal_snr(abar) if zero_terminal_snr else abar
 
 
 @torch.no_grad()
@@ -153,7 +160,7 @@ def loss_options(cfg: DDPMTrainConfig) -> dict:
 
 def ddpm_loss_fn(unet: UNetModel, data: LatentDataset, cfg: DDPMTrainConfig, noise_seed: int):
     """The loss of step ``i``: a batch drawn with replacement, seeded by (noise_seed, i)."""
-    abar = alphas_cumprod()
+    abar = alphas_cumprod(zero_terminal_snr=cfg.zero_terminal_snr)
 
     def loss(step: int) -> Tensor:
         g = step_generator(noise_seed, step)

@@ -170,9 +170,12 @@ def _stage_unet(r: DefaultRecipe, out: Path, data: LatentDataset, progress: bool
 
 def arch_metadata(r: DefaultRecipe, scale_factor: float) -> dict:
     """What shapes cannot reveal: heads, norm groups, latent scale and native resolution."""
-    return {"num_heads": r.unet.num_heads, "text_heads": [r.clip.text.heads],
+    arch = {"num_heads": r.unet.num_heads, "text_heads": [r.clip.text.heads],
             "vae_norm_groups": r.vae.norm_num_groups, "scale_factor": scale_factor,
             "resolution": r.resolution, "prediction": r.ddpm.prediction}
+    if r.ddpm.zero_terminal_snr:
+        arch["zero_terminal_snr"] = True
+    return arch
 
 
 def export_state_dict(unet: UNetModel, vae: AutoencoderKL, clip: TinyCLIP) -> dict[str, Tensor]:

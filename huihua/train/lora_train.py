@@ -224,7 +224,8 @@ def train_lora(engine, pairs: WorldPairs, cfg: LoraTrainConfig, work: Path, prog
     network = LoraNetwork(target_layers(engine.unet, cfg.targets), cfg.rank, cfg.alpha, cfg.seed)
     network.to(engine.device)
     # The base model's own objective: eps or v, whatever it was trained (and samples) with.
-    loss = ddpm_loss_fn(engine.unet, data, replace(cfg.data, prediction=engine.spec.prediction), cfg.seed + 1)
+    objective = replace(cfg.data, prediction=engine.spec.prediction, zero_terminal_snr=engine.spec.zero_terminal_snr)
+    loss = ddpm_loss_fn(engine.unet, data, objective, cfg.seed + 1)
     work.mkdir(parents=True, exist_ok=True)
     with network.attached(engine.unet):
         losses, _ = train_loop("lora", network, loss, cfg.loop, work / "lora.pt", progress, log)

@@ -121,7 +121,10 @@ def open_diffusers_folder(root: Path) -> tuple[TensorSource, str | None]:
     prediction = None
     sched = root / "scheduler" / "scheduler_config.json"
     if sched.is_file():
-        prediction = read_json(sched).get("prediction_type")
+        scheduler = read_json(sched)
+        prediction = scheduler.get("prediction_type")
+        if scheduler.get("rescale_betas_zero_snr") is True:
+            arch["zero_terminal_snr"] = True
     return DictSource(str(root), tensors, {ARCH_METADATA_KEY: json.dumps(arch)}), prediction
 
 
