@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -172,19 +172,24 @@ def load(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     prediction: str | None = None,
+    zero_terminal_snr: bool | None = None,
     lora_dirs: Sequence[str | Path] = (),
     embedding_dirs: Sequence[str | Path] = (),
 ) -> Engine:
     """Load a single-file checkpoint (.safetensors/.ckpt) or a diffusers folder into an :class:`Engine`.
 
-    ``lora_dirs`` / ``embedding_dirs`` are searched by name for ``<lora:name:w>`` and embedding
-    names in prompts.
+    ``prediction`` and ``zero_terminal_snr`` override what the file says (A1111's v-prediction
+    sidecar and "Noise schedule for sampling" option). ``lora_dirs`` / ``embedding_dirs`` are
+    searched by name for ``<lora:name:w>`` and embedding names in prompts.
     """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     loaded = load_checkpoint(path, vae=vae, device=dev, dtype=dt, prediction=prediction)
+    spec = loaded.spec
+    if zero_terminal_snr is not None:
+        spec = replace(spec, zero_terminal_snr=bool(zero_terminal_snr))
     return Engine(
-        spec=loaded.spec,
+        spec=spec,
         unet=loaded.unet,
         vae=loaded.vae,
         text_encoders=loaded.text_encoders,

@@ -183,6 +183,9 @@ def test_zero_terminal_snr_from_metadata_and_scheduler_config(tmp_path: Path) ->
     spec = huihua.load(folder, device="cpu").spec
     assert spec.zero_terminal_snr and spec.prediction == "v"
     assert not huihua.load(write_diffusers_folder(ref, tmp_path / "pipe2"), device="cpu").spec.zero_terminal_snr
+    # The load option (CLI --zero-terminal-snr) overrides the file either way.
+    assert huihua.load(tmp_path / "plain.safetensors", device="cpu", zero_terminal_snr=True).spec.zero_terminal_snr
+    assert not huihua.load(tmp_path / "z.safetensors", device="cpu", zero_terminal_snr=False).spec.zero_terminal_snr
 
 
 def test_inspect_cli(tmp_path: Path, capsys) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from huihua.infotext import read_infotext, read_json_params, write_png
+from huihua.infotext import parse, read_infotext, read_json_params, write_png
 from huihua.pipelines.infotext import RunInfo, format_infotext_for, json_record, params_from_infotext, replay_params
 from huihua.pipelines.params import GenerationParams
 
@@ -17,6 +18,7 @@ class FakeEngine:
 
     name = "tiny-model"
     vae_path = None
+    spec = SimpleNamespace(zero_terminal_snr=False)
 
     def file_hash(self, path: Path | None = None) -> str:
         return "0123456789"
@@ -58,6 +60,16 @@ def test_text_round_trip_for_every_parameter(params: GenerationParams, mode: str
     parsed = params_from_infotext(text)
     _compare(params, parsed, mode)
     assert "Model hash: 0123456789" in text and "Version: huihua" in text
+
+
+def test_zero_terminal_snr_models_write_a1111_noise_schedule() -> None:
+    plain = format_infotext_for(FakeEngine(), TXT2IMG, seed=TXT2IMG.seed)  # type: ignore[arg-type]
+    assert "Noise Schedule" not in plain
+    engine = FakeEngine()
+    engine.spec = SimpleNamespace(zero_terminal_snr=True)
+    text = format_infotext_for(engine, TXT2IMG, seed=TXT2IMG.seed)  # type: ignore[arg-type]
+    assert "Noise Schedule: Zero Terminal SNR" in text
+    assert parse(text)["Noise Schedule"] == "Zero Terminal SNR"
 
 
 def test_image_k_carries_its_own_seeds() -> None:

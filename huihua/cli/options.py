@@ -23,6 +23,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on GPU, fp32 on CPU)")
     p.add_argument("--prediction", choices=["eps", "v"], default=None,
                    help="override the model's prediction type (SD2 768-v models)")
+    p.add_argument("--zero-terminal-snr", action="store_true", default=None,
+                   help="sample with the zero-terminal-SNR schedule (models trained on it; read from the "
+                        "file's metadata when it says so)")
     p.add_argument("--lora-dir", action="append", type=Path, default=[], help="folder of LoRA files (repeatable)")
     p.add_argument("--embedding-dir", action="append", type=Path, default=[],
                    help="folder of textual-inversion embeddings (repeatable)")
@@ -228,7 +231,8 @@ def load_engine(args: argparse.Namespace):
     import huihua
 
     return huihua.load(model_path(args), vae=args.vae, device=args.device, dtype=args.dtype,
-                       prediction=args.prediction, lora_dirs=getattr(args, "lora_dir", ()),
+                       prediction=args.prediction, zero_terminal_snr=getattr(args, "zero_terminal_snr", None),
+                       lora_dirs=getattr(args, "lora_dir", ()),
                        embedding_dirs=getattr(args, "embedding_dir", ()))
 
 

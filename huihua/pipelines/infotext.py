@@ -121,6 +121,8 @@ def infotext_fields(engine: Engine, p: GenerationParams, seed: int, index: int =
         fields["CFG rescale"] = p.cfg_rescale
     if p.eta is not None:
         fields["Eta"] = p.eta
+    if engine.spec.zero_terminal_snr:
+        fields["Noise Schedule"] = "Zero Terminal SNR"  # A1111's ``sd_noise_schedule`` option
     fields.update(_sdxl_fields(p, info))
     fields.update(info.extra)
     fields["Version"] = f"huihua {huihua.__version__}"
