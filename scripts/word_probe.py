@@ -37,7 +37,7 @@ def _caption(size: str, colour: str, shape: str, position: str) -> str:
 @torch.no_grad()
 def probe(engine: huihua.Engine, pictures: int, timesteps: tuple[int, ...] = TIMESTEPS) -> dict[str, float]:
     """Accuracy of picking the true shape, colour and position word among five by the UNet's loss."""
-    abar = alphas_cumprod()
+    abar = alphas_cumprod(zero_terminal_snr=engine.spec.zero_terminal_snr)  # the model's own schedule
     scale = engine.spec.vae.scale_factor
     rng = np.random.default_rng(5)
     hits = {"shape": 0, "colour": 0, "position": 0}
