@@ -96,6 +96,10 @@ def test_sd_noise_schedule() -> None:
     assert torch.all(zsnr[1:] < abar[1:])
     sampling = ModelSampling.for_sd("v", zero_terminal_snr=True).alphas_cumprod
     assert torch.allclose(sampling, zsnr, rtol=1e-5, atol=1e-9)
+    from huihua.train.ddpm_train import DDPMTrainConfig
+
+    with pytest.raises(ParameterError, match="zero_terminal_snr: needs prediction 'v'"):
+        DDPMTrainConfig(zero_terminal_snr=True)
 
 
 def test_quick_recipe_trains_exports_and_loads(tmp_path: Path) -> None:

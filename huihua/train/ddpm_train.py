@@ -50,12 +50,17 @@ class DDPMTrainConfig:
     # sampling) for a share ``1 - timestep_uniform_share`` of each batch, uniformly for the rest.
     timestep_logit_normal: tuple[float, float] | None = None
     timestep_uniform_share: float = 0.0
-    # Zero terminal SNR (Lin et al. 2023): SD's schedule rescaled so its last timestep is pure noise.
-    # SD's own schedule never hides a picture's coarse layout: at t = 999 the mean of an 8x8 block of
-    # 16x16x4 latents still has an SNR above 1, so a UNet learns to read the layout from the noise
-    # instead of from the caption's place words. Needs v-prediction; the model must be sampled with
-    # the same schedule (``zero_terminal_snr`` in the checkpoint's ``huihua.arch`` metadata).
+    # Zero terminal SNR (Lin et al. 2023): SD's schedule rescaled so its last timestep is pure noise
+    # (SD's own never hides the coarse layout: at t = 999 an 8x8 block mean of 16x16x4 latents still
+    # has an SNR above 1). Needs v-prediction; the model must be sampled with the same schedule
+    # (``zero_terminal_snr`` in its ``huihua.arch`` metadata). A full default-recipe run with it did
+    # not make place words work (README, model card).
     zero_terminal_snr: bool = False
+
+    def __post_init__(self) -> None:
+        if self.zero_terminal_snr and self.prediction != "v":
+            raise ParameterError(f"zero_terminal_snr: needs prediction 'v' (at zero SNR an eps model "
+                                 f"cannot tell the picture), got {self.prediction!r}")
 
 
 @dataclass(frozen=True)
