@@ -230,6 +230,11 @@ def test_quick_recipe_exports_its_prediction_type(tmp_path: Path) -> None:
     zsnr = replace(r, ddpm=replace(r.ddpm, zero_terminal_snr=True))
     engine = huihua.load(train_default(zsnr, tmp_path / "zsnr", progress=False).path, device="cpu")
     assert engine.spec.zero_terminal_snr and engine.model_sampling.sigma_max > 4000
+    # Adapter trainers take the loaded model's objective: v and its zero-terminal-SNR schedule.
+    from huihua.train.ddpm_train import DDPMTrainConfig, model_objective
+
+    objective = model_objective(DDPMTrainConfig(), engine.spec)
+    assert (objective.prediction, objective.zero_terminal_snr) == ("v", True)
 
 
 def test_edge_map_marks_colour_changes_only() -> None:

@@ -25,7 +25,8 @@ from huihua.errors import ParameterError
 from huihua.nn.controlnet import ControlNet, ControlNetConfig, hint_layer_indices
 from huihua.synth.render import render
 from huihua.synth.scene import PALETTE, CaptionSpec, Scene
-from huihua.train.ddpm_train import DDPMTrainConfig, LatentDataset, alphas_cumprod, ddpm_loss, loss_options
+from huihua.train.ddpm_train import (DDPMTrainConfig, LatentDataset, alphas_cumprod, ddpm_loss, loss_options,
+                                     model_objective)
 from huihua.train.lora_train import WorldPairs, encode_pairs, world_pairs
 from huihua.train.loop import LoopConfig, step_generator, train_loop
 
@@ -136,8 +137,7 @@ def train_controlnet(engine, pairs: WorldPairs, hints: np.ndarray, cfg: ControlN
     data = encode_pairs(engine, pairs.images, pairs.captions, cfg.data.encode_chunk)
     net = build_controlnet(engine.unet, engine.spec.unet, cfg, engine.spec.vae.downscale)
     loss = controlnet_loss_fn(engine.unet, net, data, torch.from_numpy(hints),
-                              replace(cfg.data, prediction=engine.spec.prediction,
-                                      zero_terminal_snr=engine.spec.zero_terminal_snr), cfg.seed + 1)
+                              model_objective(cfg.data, engine.spec), cfg.seed + 1)
     work.mkdir(parents=True, exist_ok=True)
     flags = [(p, p.requires_grad) for p in engine.unet.parameters()]
     engine.unet.requires_grad_(False)

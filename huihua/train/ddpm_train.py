@@ -8,13 +8,13 @@ what classifier-free guidance needs at sampling time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from huihua.checkpoints.specs import Prediction
+from huihua.checkpoints.specs import ModelSpec, Prediction
 from huihua.checkpoints.tokenizer import CLIPTokenizer
 from huihua.diffusion.parametrization import rescale_zero_terminal_snr, scaled_linear_alphas_cumprod
 from huihua.errors import ParameterError
@@ -154,6 +154,11 @@ def ddpm_loss(unet: UNetModel, x0: Tensor, context: Tensor, abar: Tensor,
     snr = (a / (1.0 - a)).view(-1)
     weight = snr.clamp(max=min_snr_gamma) / (snr if prediction == "eps" else snr + 1.0)
     return (weight * per_sample).mean()
+
+
+def model_objective(cfg: DDPMTrainConfig, spec: ModelSpec) -> DDPMTrainConfig:
+    """``cfg`` with a loaded model's own objective: its prediction type and noise schedule (adapters)."""
+    return replace(cfg, prediction=spec.prediction, zero_terminal_snr=spec.zero_terminal_snr)
 
 
 def loss_options(cfg: DDPMTrainConfig) -> dict:

@@ -30,7 +30,7 @@ from huihua.synth.render import render
 from huihua.synth.scene import COLOURS, CaptionSpec, Scene
 from huihua.synth.world import sample_scene
 from huihua.train.clip_train import to_pixels
-from huihua.train.ddpm_train import DDPMTrainConfig, LatentDataset, ddpm_loss_fn, text_context
+from huihua.train.ddpm_train import DDPMTrainConfig, LatentDataset, ddpm_loss_fn, model_objective, text_context
 from huihua.train.loop import LoopConfig, train_loop
 
 # Attention projections of every SpatialTransformer block (self- and cross-attention), and its MLP.
@@ -223,9 +223,8 @@ def train_lora(engine, pairs: WorldPairs, cfg: LoraTrainConfig, work: Path, prog
     data = encode_pairs(engine, pairs.images, pairs.captions, cfg.data.encode_chunk)
     network = LoraNetwork(target_layers(engine.unet, cfg.targets), cfg.rank, cfg.alpha, cfg.seed)
     network.to(engine.device)
-    # The base model's own objective: eps or v, whatever it was trained (and samples) with.
-    objective = replace(cfg.data, prediction=engine.spec.prediction, zero_terminal_snr=engine.spec.zero_terminal_snr)
-    loss = ddpm_loss_fn(engine.unet, data, objective, cfg.seed + 1)
+    # The base model's own objective: eps or v and the schedule it was trained (and samples) with.
+    loss = ddpm_loss_fn(engine.unet, data, model_objective(cfg.data, engine.spec), cfg.seed + 1)
     work.mkdir(parents=True, exist_ok=True)
     with network.attached(engine.unet):
         losses, _ = train_loop("lora", network, loss, cfg.loop, work / "lora.pt", progress, log)
