@@ -25,7 +25,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from huihua.checkpoints.specs import UNetConfig  # noqa: E402
+from huihua.nn.configs import UNetConfig  # noqa: E402
 from huihua.diffusion import names, samplers, schedules  # noqa: E402
 from huihua.diffusion.parametrization import ModelSampling  # noqa: E402
 

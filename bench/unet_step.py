@@ -26,7 +26,7 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from huihua.checkpoints.diffusers.unet import diffusers_unet_config, ldm_unet_to_diffusers  # noqa: E402
-from huihua.checkpoints.specs import UNetConfig  # noqa: E402
+from huihua.nn.configs import UNetConfig  # noqa: E402
 from huihua.nn.unet import UNetModel  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

@@ -14,14 +14,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from huihua.version import __version__
 
 _LAZY = {
     "load": ("huihua.engine", "load"),
     "Engine": ("huihua.engine", "Engine"),
-    "GenerationResult": ("huihua.engine", "GenerationResult"),
-    "PromptEmbedding": ("huihua.engine", "PromptEmbedding"),
+    "GenerationResult": ("huihua.pipelines.types", "GenerationResult"),
+    "GenerationInputs": ("huihua.pipelines.types", "GenerationInputs"),
+    "Callbacks": ("huihua.pipelines.types", "Callbacks"),
+    "ReplayRecord": ("huihua.pipelines.types", "ReplayRecord"),
+    "PromptEmbedding": ("huihua.prompts.encode", "PromptEmbedding"),
     "GenerationParams": ("huihua.pipelines.params", "GenerationParams"),
+    "Model": ("huihua.model", "Model"),
     "ModelSpec": ("huihua.checkpoints.specs", "ModelSpec"),
     "HuihuaError": ("huihua.errors", "HuihuaError"),
     "default_model_path": ("huihua.assets", "default_model_path"),
@@ -31,14 +35,18 @@ __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:
     from huihua.checkpoints.specs import ModelSpec
-    from huihua.engine import Engine, GenerationResult, PromptEmbedding, load
+    from huihua.assets import default_model_path
+    from huihua.engine import Engine, load
     from huihua.errors import HuihuaError
+    from huihua.model import Model
     from huihua.pipelines.params import GenerationParams
+    from huihua.pipelines.types import Callbacks, GenerationInputs, GenerationResult, ReplayRecord
+    from huihua.prompts.encode import PromptEmbedding
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
+        import importlib  # noqa: PLC0415  (lazy on purpose: ``import huihua`` must stay cheap)
 
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)

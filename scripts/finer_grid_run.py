@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from huihua.checkpoints.specs import UNetConfig, VAEConfig
+from huihua.nn.configs import UNetConfig, VAEConfig
 from huihua.train.default_model import DefaultRecipe, train_default
 from huihua.train.loop import LoopConfig
 

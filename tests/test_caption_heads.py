@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from huihua.checkpoints.specs import CLIPTextConfig
+from huihua.nn.configs import CLIPTextConfig
 from huihua.checkpoints.tokenizer import CLIPTokenizer
 from huihua.errors import ParameterError
 from huihua.synth.captions import parse_caption

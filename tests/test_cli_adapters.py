@@ -13,9 +13,9 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from huihua.cli.main import main
-from huihua.cli.options import _per_unit, lora_tags
+from huihua.cli.args import _per_unit, lora_tags
 from huihua.errors import ParameterError
-from huihua.infotext import read_infotext
+from huihua.imagefile import read_infotext
 from huihua.nn.controlnet import ControlNet, ControlNetConfig
 from tests.tiny_checkpoints import tiny_reference, write_single_file
 from tests.tiny_models import tiny_unet_config

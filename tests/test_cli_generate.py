@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from huihua.cli.main import main
-from huihua.infotext import read_infotext, read_json_params
+from huihua.imagefile import read_infotext, read_json_params
 from tests.tiny_checkpoints import tiny_reference, write_single_file
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from huihua.cli import main
-from huihua.infotext import read_infotext, write_png
+from huihua.imagefile import read_infotext, write_png
 
 
 def test_list_samplers_and_loras(tmp_path: Path, capsys) -> None:

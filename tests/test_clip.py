@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from huihua.checkpoints.diffusers.clip import hf_clip_to_ldm, ldm_clip_to_hf
-from huihua.checkpoints.specs import CLIPTextConfig
+from huihua.nn.configs import CLIPTextConfig
 from huihua.errors import CheckpointError, ParameterError
 from huihua.nn.clip import CLIPTextEncoder, build_text_encoder
 
@@ -245,7 +245,7 @@ def test_meta_built_module_runs_after_streaming_weights() -> None:
 def test_embedding_overrides_replace_token_embeddings_before_positions() -> None:
     """Textual inversion hook: overriding positions with the tokens' own embeddings changes nothing,
     other vectors change exactly the hidden states from those positions on (causal attention)."""
-    from huihua.checkpoints.specs import CLIPTextConfig
+    from huihua.nn.configs import CLIPTextConfig
     from huihua.nn.clip import build_text_encoder
 
     torch.manual_seed(0)

@@ -40,7 +40,7 @@ from huihua.checkpoints.diffusers.controlnet import (
 )
 from huihua.checkpoints.diffusers.unet import diffusers_unet_to_ldm
 from huihua.checkpoints.io import TensorInfo
-from huihua.checkpoints.specs import UNetConfig
+from huihua.nn.configs import UNetConfig
 from huihua.diffusion.parametrization import ModelSampling
 from huihua.errors import CheckpointError, ParameterError
 from huihua.nn.controlnet import ControlNet, ControlNetConfig

@@ -20,7 +20,7 @@ from safetensors import safe_open
 import huihua
 from huihua.adapters.lora import load_lora
 from huihua.adapters.lora_keys import build_targets
-from huihua.runtime.patcher import LoraUse, WeightPatcher
+from huihua.adapters.patcher import LoraUse, WeightPatcher
 from huihua.train.controlnet_train import (PLACEMENT_PROBES, ControlNetTrainConfig, build_controlnet,
                                            controlnet_effect, controlnet_loss_fn, save_controlnet, silhouette,
                                            silhouette_pairs, train_controlnet)
@@ -111,7 +111,7 @@ def test_lora_trainer_lowers_the_loss_and_saves_a_kohya_file_the_loader_reads(en
         plain = engine.unet(x, t, context)
         with network.attached(engine.unet):
             hooked = engine.unet(x, t, context)
-        patcher = WeightPatcher.for_engine(engine)
+        patcher = WeightPatcher.for_model(engine)
         patcher.apply([LoraUse(patches)])
         patched = engine.unet(x, t, context)
         patcher.restore()

@@ -12,7 +12,7 @@ from huihua.checkpoints.diffusers.clip import hf_clip_to_ldm
 from huihua.checkpoints.diffusers.unet import diffusers_unet_to_ldm, unet_config_from_diffusers
 from huihua.checkpoints.diffusers.vae import diffusers_vae_to_ldm, vae_config_from_diffusers
 from huihua.checkpoints.io import TensorInfo
-from huihua.checkpoints.specs import UNET_PREFIX, VAE_PREFIX
+from huihua.families import UNET_PREFIX, VAE_PREFIX
 from huihua.nn.clip import build_text_encoder
 from huihua.nn.unet import UNetModel
 from huihua.nn.vae import AutoencoderKL

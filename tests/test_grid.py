@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from huihua.errors import ParameterError
-from huihua.infotext import read_infotext
+from huihua.imagefile import read_infotext
 from huihua.pipelines.grid import Axis, cell_params, draw_grid, parse_axis, run_grid
 from huihua.pipelines.params import GenerationParams
 

@@ -10,18 +10,8 @@ import pytest
 from PIL import Image
 
 from huihua.errors import HuihuaError
-from huihua.infotext import (
-    exif_user_comment,
-    format_infotext,
-    parse,
-    quote,
-    read_infotext,
-    read_json_params,
-    split_sampler_name,
-    unquote,
-    write_image,
-    write_png,
-)
+from huihua.imagefile import exif_user_comment, read_infotext, read_json_params, write_image, write_png
+from huihua.infotext import format_infotext, parse, quote, split_sampler_name, unquote
 
 # --------------------------------------------------------------------------------------------
 # Formatting

@@ -8,7 +8,6 @@ difference above 0.5 (of 255).
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from huihua import api
 from huihua.adapters.controlnet import ControlledUNet, ControlNetUnit
 from huihua.adapters.lora_networks import FolderNetworks
 from huihua.errors import ParameterError
@@ -79,7 +79,7 @@ def test_weight_zero_is_identical_weight_one_changes_and_infotext_names_the_unit
     text = on.infotexts[0]
     assert 'ControlNet 0: "Module: none, Model: cn_tiny, Weight: 1, Resize Mode: Crop and Resize' in text
     assert "ControlNet" not in plain.infotexts[0]
-    assert on.records[0]["models"]["controlnet"][0]["name"] == "cn_tiny"
+    assert on.records[0].controlnets[0].name == "cn_tiny"
 
 
 def test_guidance_start_end_switch_at_the_right_steps(engine, cn) -> None:
@@ -227,8 +227,8 @@ def test_tiled_vae_by_option_and_by_size(engine, monkeypatch) -> None:
 
     used: list[str] = []
     real_decode, real_encode = tiled_vae.tiled_decode, tiled_vae.tiled_encode
-    monkeypatch.setattr(tiled_vae, "tiled_decode", lambda v, z: used.append("dec") or real_decode(v, z, 8, 4))
-    monkeypatch.setattr(tiled_vae, "tiled_encode", lambda v, x: used.append("enc") or real_encode(v, x, 16, 8))
+    monkeypatch.setattr(common, "tiled_decode", lambda v, z: used.append("dec") or real_decode(v, z, 8, 4))
+    monkeypatch.setattr(common, "tiled_encode", lambda v, x: used.append("enc") or real_encode(v, x, 16, 8))
     plain = engine.generate(**BASE)
     assert used == []
     tiled = engine.generate(**BASE, tiled_vae=True)
@@ -267,12 +267,11 @@ def test_previews_every_n_steps_at_the_image_size(engine) -> None:
 
 
 def test_hires_with_a_neural_upscaler_file(engine, folder) -> None:
-    from huihua.cli.options import pipeline_hooks
     from tests.test_upscale import _tiny_rrdb
 
     path = folder / "tiny_rrdb.pth"
     torch.save(_tiny_rrdb(upsamples=1).state_dict(), path)
-    hooks = pipeline_hooks(SimpleNamespace(hr_upscaler=str(path)), engine)
+    hooks = api.hires_hooks(engine.hooks or PipelineHooks(), engine.model, str(path))
     args = dict(BASE, steps=2, enable_hr=True, hr_scale=2.0, denoising_strength=0.3)
     neural = engine.generate(**args, hr_upscaler=str(path), hooks=hooks)
     lanczos = engine.generate(**args, hr_upscaler="Lanczos")

@@ -32,11 +32,12 @@ from huihua.adapters.registry import (
     hashes_field,
     list_files,
 )
-from huihua.checkpoints.specs import CLIPTextConfig, ModelSpec, TextEncoderUse, UNetConfig, VAEConfig
+from huihua.nn.configs import CLIPTextConfig, UNetConfig, VAEConfig
+from huihua.checkpoints.specs import ModelSpec, TextEncoderUse
 from huihua.errors import CheckpointError, ParameterError, PromptError, UnsafePickleError
 from huihua.nn.clip import build_text_encoder
 from huihua.nn.unet import UNetModel
-from huihua.runtime.patcher import LoraUse, WeightPatcher
+from huihua.adapters.patcher import LoraUse, WeightPatcher
 from tests.tiny_models import perturb_, tiny_unet_config
 
 TOL = 1e-5

@@ -56,7 +56,7 @@ def _write_model(path: Path) -> None:
     from safetensors.torch import save_file
 
     from huihua.checkpoints.detect import ARCH_METADATA_KEY
-    from huihua.checkpoints.specs import CLIPTextConfig, UNetConfig, VAEConfig
+    from huihua.nn.configs import CLIPTextConfig, UNetConfig, VAEConfig
     from huihua.nn.clip import build_text_encoder
     from huihua.nn.unet import UNetModel
     from huihua.nn.vae import AutoencoderKL

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from huihua.adapters.lora import LoraPatchSet, lora_from_tensors, patch_delta
 from huihua.errors import CheckpointError
-from huihua.runtime.patcher import LoraUse, WeightPatcher
+from huihua.adapters.patcher import LoraUse, WeightPatcher
 from tests.test_lora import TinyModel, assert_close, components, kohya, lora_pair, snapshot, tiny_model
 from tests.tiny_models import tiny_unet_inputs
 
@@ -147,7 +147,7 @@ def test_for_engine_names_components_like_targets():
     patches = lora_from_tensors(sd, model.targets, "xl")
     engine = SimpleNamespace(unet=model.unet, text_encoders=model.text_encoders)
     before = snapshot(model)
-    patcher = WeightPatcher.for_engine(engine, backup_device="cpu")  # type: ignore[arg-type]
+    patcher = WeightPatcher.for_model(engine, backup_device="cpu")  # type: ignore[arg-type]
     patcher.apply([LoraUse(patches)])
     now = snapshot(model)
     changed = sorted(k for k in before if not torch.equal(now[k], before[k]))

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from huihua.errors import ParameterError, PromptError
-from huihua.pipelines.conditioning import GuidedDenoiser, Guidance, PromptConds
-from huihua.pipelines.generate import generate
+from huihua.pipelines.conditioning import GuidedDenoiser, PromptConds
+from huihua.diffusion.guidance import Guidance
 from huihua.pipelines.params import GenerationParams
 from huihua.pipelines.seeds import NoiseRecipe, create_noise, slerp
 from huihua.prompts.conditioning import CondSchedule, MultiCond, ScheduledCond
@@ -28,20 +28,20 @@ def pixels(image) -> np.ndarray:
 
 
 def test_same_seed_same_pixels_and_batch_image_k_is_seed_plus_k(sd1) -> None:
-    batch = generate(sd1, prompt="a red circle", seed=11, batch_size=2, n_iter=2, **FAST)
+    batch = sd1.generate(prompt="a red circle", seed=11, batch_size=2, n_iter=2, **FAST)
     assert batch.seeds == [11, 12, 13, 14]
-    again = generate(sd1, prompt="a red circle", seed=11, batch_size=2, n_iter=2, **FAST)
+    again = sd1.generate(prompt="a red circle", seed=11, batch_size=2, n_iter=2, **FAST)
     for a, b in zip(batch.images, again.images):
         assert (pixels(a) == pixels(b)).all()
-    single = generate(sd1, prompt="a red circle", seed=12, **FAST)
+    single = sd1.generate(prompt="a red circle", seed=12, **FAST)
     diff = np.abs(pixels(single.images[0]) - pixels(batch.images[1]))
     assert diff.max() <= 2 and diff.mean() < 0.05  # BLAS differs by batch size; Euler is exact in practice
     assert np.abs(pixels(batch.images[0]) - pixels(batch.images[1])).mean() > 1  # different seeds differ
 
 
 def test_seed_minus_one_is_random_and_recorded(sd1) -> None:
-    a = generate(sd1, prompt="x", seed=-1, **FAST)
-    b = generate(sd1, prompt="x", seed=-1, **FAST)
+    a = sd1.generate(prompt="x", seed=-1, **FAST)
+    b = sd1.generate(prompt="x", seed=-1, **FAST)
     assert a.seeds[0] != b.seeds[0] and a.parameters.seed == a.seeds[0]
     assert f"Seed: {a.seeds[0]}," in a.infotexts[0]
 
@@ -50,10 +50,10 @@ def test_cfg_one_skips_the_uncond_pass_and_batches_cond_with_uncond(sd1, monkeyp
     calls = []
     original = sd1.unet.forward
     monkeypatch.setattr(sd1.unet, "forward", lambda x, *a, **k: calls.append(x.shape[0]) or original(x, *a, **k))
-    generate(sd1, prompt="a", seed=1, cfg_scale=1.0, **FAST)
+    sd1.generate(prompt="a", seed=1, cfg_scale=1.0, **FAST)
     assert calls == [1, 1]  # one image, no uncond, 2 steps
     calls.clear()
-    generate(sd1, prompt="a", seed=1, cfg_scale=5.0, **FAST)
+    sd1.generate(prompt="a", seed=1, cfg_scale=5.0, **FAST)
     assert calls == [2, 2]  # cond and uncond in one forward
 
 
@@ -91,7 +91,7 @@ def test_prompt_editing_switches_conditioning_per_step(sd1, monkeypatch) -> None
 
 def test_prompt_language_changes_the_picture(sd1) -> None:
     def paint(prompt: str, steps: int = 2) -> np.ndarray:
-        return pixels(generate(sd1, prompt=prompt, seed=4, **{**FAST, "steps": steps}).images[0])
+        return pixels(sd1.generate(prompt=prompt, seed=4, **{**FAST, "steps": steps}).images[0])
 
     cat, edited = paint("a cat", 4), paint("a [dog:cat:0.5]", 4)
     assert np.abs(edited - cat).mean() > 0.3  # the early steps painted a dog (per-step switch: see above)
@@ -102,7 +102,7 @@ def test_prompt_language_changes_the_picture(sd1) -> None:
 
 def test_unknown_lora_is_a_prompt_error_naming_it(sd1) -> None:
     with pytest.raises(PromptError, match="detail_v2"):
-        generate(sd1, prompt="a cat <lora:detail_v2:0.8>", seed=1, **FAST)
+        sd1.generate(prompt="a cat <lora:detail_v2:0.8>", seed=1, **FAST)
 
 
 @pytest.mark.parametrize("bad, field", [
@@ -113,7 +113,7 @@ def test_unknown_lora_is_a_prompt_error_naming_it(sd1) -> None:
 ])
 def test_bad_values_are_refused_up_front_naming_the_field(sd1, bad, field) -> None:
     with pytest.raises(ParameterError, match=field):
-        generate(sd1, prompt="a", seed=1, **{**FAST, **bad})
+        sd1.generate(prompt="a", seed=1, **{**FAST, **bad})
 
 
 def test_aliases_and_unknown_keywords() -> None:
@@ -137,8 +137,8 @@ def test_variation_seed_slerp_and_resize_seed_from() -> None:
 
 
 def test_variation_strength_moves_the_picture(sd1) -> None:
-    a = generate(sd1, prompt="a", seed=3, **FAST).images[0]
-    b = generate(sd1, prompt="a", seed=3, subseed=8, subseed_strength=0.5, **FAST)
+    a = sd1.generate(prompt="a", seed=3, **FAST).images[0]
+    b = sd1.generate(prompt="a", seed=3, subseed=8, subseed_strength=0.5, **FAST)
     assert np.abs(pixels(a) - pixels(b.images[0])).mean() > 0.1
     assert "Variation seed: 8, Variation seed strength: 0.5" in b.infotexts[0]
 
@@ -148,7 +148,7 @@ def test_and_parts_of_different_lengths_run_in_one_forward_per_length(sd1, monke
     shapes = []
     original = sd1.unet.forward
     monkeypatch.setattr(sd1.unet, "forward", lambda x, t, ctx, **k: shapes.append(tuple(ctx.shape[:2])) or original(x, t, ctx, **k))
-    out = generate(sd1, prompt=f"{long_part} AND a cat AND a dog :0.5", seed=2, steps=1, sampler_name="Euler",
+    out = sd1.generate(prompt=f"{long_part} AND a cat AND a dog :0.5", seed=2, steps=1, sampler_name="Euler",
                    width=32, height=32)
     assert sorted(shapes) == [(1, 154), (3, 77)]  # long part alone; two short parts and the uncond together
     assert out.images[0].size == (32, 32)

@@ -9,7 +9,6 @@ from PIL import Image
 
 from huihua.errors import ParameterError
 from huihua.pipelines.common import SizeCond, decode_to_images, encode_pixels, images_to_tensor, sdxl_label
-from huihua.pipelines.generate import generate
 from huihua.pipelines.hooks import PipelineHooks
 from huihua.pipelines.images import resize_image
 from huihua.pipelines.masks import crop_region, expand_to_ratio, fill_masked
@@ -46,11 +45,11 @@ def px(image: Image.Image) -> np.ndarray:
 
 
 def test_img2img_strength_zero_is_one_vae_round_trip(sd1, picture) -> None:
-    out = generate(sd1, prompt="x", init_images=[picture], denoising_strength=0.0, **FAST)
+    out = sd1.generate(prompt="x", init_images=[picture], denoising_strength=0.0, **FAST)
     with torch.inference_mode():
         round_trip = decode_to_images(sd1, encode_pixels(sd1, images_to_tensor([picture])))[0]
     assert out.mode == "img2img" and (px(out.images[0]) == px(round_trip)).all()
-    moved = generate(sd1, prompt="x", init_images=[picture], denoising_strength=0.6, **FAST)
+    moved = sd1.generate(prompt="x", init_images=[picture], denoising_strength=0.6, **FAST)
     assert np.abs(px(moved.images[0]) - px(round_trip)).mean() > 0.5
     assert "Denoising strength: 0.6" in moved.infotexts[0]
 
@@ -68,7 +67,7 @@ def test_resize_modes_fit_the_size() -> None:
 
 def test_img2img_sizes_and_latent_resize_mode(sd1, picture) -> None:
     for mode in (1, 3):
-        out = generate(sd1, prompt="x", init_images=[picture], width=40, height=24, resize_mode=mode,
+        out = sd1.generate(prompt="x", init_images=[picture], width=40, height=24, resize_mode=mode,
                        denoising_strength=0.5, **FAST)
         assert out.images[0].size == (40, 24)
 
@@ -81,7 +80,7 @@ def _unmasked(mask: Image.Image, blur: int) -> np.ndarray:
 
 @pytest.mark.parametrize("fill, full_res", [(1, False), (0, True), (2, False), (3, True)])
 def test_inpainting_keeps_unmasked_pixels_exactly(sd1, picture, mask, fill, full_res) -> None:
-    out = generate(sd1, prompt="a dog", init_images=[picture], mask=mask, inpainting_fill=fill,
+    out = sd1.generate(prompt="a dog", init_images=[picture], mask=mask, inpainting_fill=fill,
                    inpaint_full_res=full_res, inpaint_full_res_padding=4, mask_blur=2, **FAST)
     a, b = px(out.images[0]), px(picture)
     keep = _unmasked(mask, 2)
@@ -92,7 +91,7 @@ def test_inpainting_keeps_unmasked_pixels_exactly(sd1, picture, mask, fill, full
 
 
 def test_inverted_mask_repaints_the_outside(sd1, picture, mask) -> None:
-    out = generate(sd1, prompt="a dog", init_images=[picture], mask=mask, inpainting_mask_invert=1, mask_blur=0, **FAST)
+    out = sd1.generate(prompt="a dog", init_images=[picture], mask=mask, inpainting_mask_invert=1, mask_blur=0, **FAST)
     inside = np.asarray(mask) == 255
     assert (px(out.images[0])[inside] == px(picture)[inside]).all()
     assert np.abs(px(out.images[0])[~inside] - px(picture)[~inside]).mean() > 1.0
@@ -101,15 +100,15 @@ def test_inverted_mask_repaints_the_outside(sd1, picture, mask) -> None:
 def test_nine_channel_inpainting_model(tmp_path, picture, mask) -> None:
     engine = tiny_engine(tmp_path, "inpaint")
     assert engine.spec.unet.in_channels == 9
-    out = generate(engine, prompt="a dog", init_images=[picture], mask=mask, mask_blur=0, **FAST)
+    out = engine.generate(prompt="a dog", init_images=[picture], mask=mask, mask_blur=0, **FAST)
     inside = np.asarray(mask) == 255
     assert (px(out.images[0])[~inside] == px(picture)[~inside]).all()
-    txt = generate(engine, prompt="a dog", **FAST)  # txt2img on an inpainting model: all-masked conditioning
+    txt = engine.generate(prompt="a dog", **FAST)  # txt2img on an inpainting model: all-masked conditioning
     assert txt.images[0].size == (32, 32)
 
 
 def test_outpainting_extends_and_keeps_the_original(sd1, picture) -> None:
-    out = generate(sd1, prompt="a wall", init_images=[picture], outpaint_left=8, outpaint_bottom=8, mask_blur=4, **FAST)
+    out = sd1.generate(prompt="a wall", init_images=[picture], outpaint_left=8, outpaint_bottom=8, mask_blur=4, **FAST)
     assert out.images[0].size == (40, 40) and out.mode == "inpaint"
     assert (px(out.images[0])[:32, 8:] == px(picture)).all()
     canvas, band = extend_canvas(picture, left=8)
@@ -142,7 +141,7 @@ def test_hires_fix_sizes_upscalers_and_infotext(sd1, upscaler) -> None:
         return image.resize(size)
 
     hooks = PipelineHooks(upscalers={"mine": mine})
-    out = generate(sd1, prompt="a [cat:dog:1.5]", enable_hr=True, hr_scale=1.5, hr_upscaler=upscaler,
+    out = sd1.generate(prompt="a [cat:dog:1.5]", enable_hr=True, hr_scale=1.5, hr_upscaler=upscaler,
                    hr_second_pass_steps=2, hr_sampler_name="Euler a", denoising_strength=0.5, hooks=hooks, **FAST)
     assert out.images[0].size == (48, 48)
     assert f"Hires upscaler: {upscaler}" in out.infotexts[0] and "Hires sampler: Euler a" in out.infotexts[0]
@@ -150,10 +149,10 @@ def test_hires_fix_sizes_upscalers_and_infotext(sd1, upscaler) -> None:
 
 
 def test_hires_resize_to_and_refusals(sd1, picture) -> None:
-    out = generate(sd1, prompt="x", enable_hr=True, hr_resize_x=48, hr_resize_y=40, denoising_strength=0.0, **FAST)
+    out = sd1.generate(prompt="x", enable_hr=True, hr_resize_x=48, hr_resize_y=40, denoising_strength=0.0, **FAST)
     assert out.images[0].size == (48, 40)
     with pytest.raises(ParameterError, match="enable_hr"):
-        generate(sd1, prompt="x", init_images=[picture], enable_hr=True, **FAST)
+        sd1.generate(prompt="x", init_images=[picture], enable_hr=True, **FAST)
 
 
 def test_sdxl_micro_conditioning_and_refiner(tmp_path) -> None:
@@ -162,23 +161,24 @@ def test_sdxl_micro_conditioning_and_refiner(tmp_path) -> None:
     a = sdxl_label(engine, pooled, SizeCond((32, 32), (0, 0), (32, 32)))
     b = sdxl_label(engine, pooled, SizeCond((64, 64), (0, 0), (32, 32)))
     assert a.shape == (1, engine.spec.unet.adm_in_channels) and not torch.equal(a, b)
-    plain = generate(engine, prompt="a cat", **FAST)
-    big = generate(engine, prompt="a cat", sdxl_original_width=64, sdxl_original_height=64, **FAST)
+    plain = engine.generate(prompt="a cat", **FAST)
+    big = engine.generate(prompt="a cat", sdxl_original_width=64, sdxl_original_height=64, **FAST)
     assert np.abs(px(plain.images[0]) - px(big.images[0])).mean() > 0.05
     refiner_path = write_single_file(tiny_reference("sdxl", 1), tmp_path / "refiner.safetensors")
     steps = dict(FAST, steps=4)
-    refined = generate(engine, prompt="a cat", refiner_checkpoint=str(refiner_path), refiner_switch_at=0.3, **steps)
-    base = generate(engine, prompt="a cat", **steps)
+    refined = engine.generate(prompt="a cat", refiner_checkpoint=str(refiner_path), refiner_switch_at=0.3, **steps)
+    base = engine.generate(prompt="a cat", **steps)
     assert np.abs(px(refined.images[0]) - px(base.images[0])).mean() > 0.05
     assert "Refiner: refiner [" in refined.infotexts[0] and "Refiner switch at: 0.3" in refined.infotexts[0]
-    never = generate(engine, prompt="a cat", refiner_checkpoint=str(refiner_path), refiner_switch_at=1.0, **steps)
+    never = engine.generate(prompt="a cat", refiner_checkpoint=str(refiner_path), refiner_switch_at=1.0, **steps)
     assert (px(never.images[0]) == px(base.images[0])).all()
 
 
 def test_refiner_switch_follows_the_noise_level(sd1) -> None:
+    from huihua.diffusion.names import resolve_names
     from huihua.pipelines.common import full_sigmas
 
-    sigmas = full_sigmas(sd1, "Euler", "Automatic", 10)
+    sigmas = full_sigmas(sd1, resolve_names("Euler", "Automatic"), 10)
     k = refiner_switch_step(sd1, sigmas, 0.8)
     t = sd1.model_sampling.sigma_to_t(sigmas[:-1].double())
     assert 0 < k < 10 and float(t[k]) <= 200.5 and float(t[k - 1]) > 199.5

@@ -8,7 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from huihua.infotext import parse, read_infotext, read_json_params, write_png
+from huihua.infotext import parse
+from huihua.imagefile import read_infotext, read_json_params, write_png
+from huihua.pipelines.types import ReplayRecord
 from huihua.pipelines.infotext import RunInfo, format_infotext_for, json_record, params_from_infotext, replay_params
 from huihua.pipelines.params import GenerationParams
 
@@ -86,10 +88,11 @@ def test_a1111_text_defaults() -> None:
 def test_json_record_replays_the_batch_of_image_k(tmp_path: Path) -> None:
     p = replace(TXT2IMG, batch_size=3, n_iter=2)
     record = json_record(FakeEngine(), p, 4, RunInfo(files={"lora_a": "abc"}))  # type: ignore[arg-type]
-    path = write_png(tmp_path / "x.png", __import__("PIL.Image").Image.new("RGB", (8, 8)), "text", record)
+    path = write_png(tmp_path / "x.png", __import__("PIL.Image").Image.new("RGB", (8, 8)), "text", record.to_json())
     back = read_json_params(path)
-    assert back == record and read_infotext(path) == "text"
-    again, k = replay_params(back)
+    assert back == record.to_json() and read_infotext(path) == "text"
+    assert ReplayRecord.from_json(back) == record
+    again, k = replay_params(ReplayRecord.from_json(back))
     assert (again.seed, again.subseed, again.n_iter, again.batch_size, k) == (1237, 102, 1, 3, 1)
     assert replace(again, seed=p.seed, subseed=p.subseed, n_iter=2) == p
     assert back["models"]["checkpoint"] == {"name": "tiny-model", "hash": "0123456789"}

@@ -8,10 +8,10 @@ import torch
 from safetensors.torch import save_file
 
 from huihua.errors import CheckpointError, DetectionError, ParameterError
-from huihua.nn.taesd import TAESD, TinyDecoder, TinyEncoder, load_taesd, taesd_from_state_dict, taesd_name
-from huihua.runtime.preview import (
-    SD1_LATENT_RGB, SDXL_LATENT_RGB, SDXL_LATENT_RGB_BIAS, PreviewCallback, latent_to_rgb_approx, preview_image,
-)
+from huihua.checkpoints.taesd import load_taesd
+from huihua.families import SD1_LATENT_RGB, SDXL_LATENT_RGB, SDXL_LATENT_RGB_BIAS, family_info
+from huihua.nn.taesd import TAESD, TinyDecoder, TinyEncoder, taesd_from_state_dict
+from huihua.runtime.preview import PreviewCallback, latent_to_rgb_approx, preview_image
 
 
 def _seeded(module: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -98,7 +98,7 @@ def test_sixteen_channel_variant_and_bad_files():
     bad.pop("3.conv.0.bias")
     with pytest.raises(CheckpointError, match="decoder"):
         taesd_from_state_dict(bad)
-    assert (taesd_name("sdxl"), taesd_name("sd2")) == ("taesdxl_decoder", "taesd_decoder")
+    assert (family_info("sdxl").taesd_name, family_info("sd2").taesd_name) == ("taesdxl_decoder", "taesd_decoder")
 
 
 def test_latent_to_rgb_approx_applies_the_published_factors():

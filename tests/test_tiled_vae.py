@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from huihua.checkpoints.specs import VAEConfig
+from huihua.nn.configs import VAEConfig
 from huihua.errors import ParameterError
 from huihua.nn.vae import AutoencoderKL
 from huihua.pipelines.tiled_vae import tiled_decode, tiled_encode

@@ -17,7 +17,7 @@ from huihua.checkpoints.diffusers.unet import (
     ldm_unet_to_diffusers,
     unet_config_from_diffusers,
 )
-from huihua.checkpoints.specs import UNetConfig
+from huihua.nn.configs import UNetConfig
 from huihua.errors import CheckpointError, ParameterError
 from huihua.nn.layers import GEMM_CONV_MIN_RATIO, conv2d
 from huihua.nn.unet import UNetModel

@@ -17,7 +17,7 @@ from huihua.checkpoints.diffusers.vae import (
     ldm_vae_to_diffusers,
     vae_config_from_diffusers,
 )
-from huihua.checkpoints.specs import VAEConfig
+from huihua.nn.configs import VAEConfig
 from huihua.errors import CheckpointError
 from huihua.nn.vae import AutoencoderKL
 from tests.tiny_models import assert_close, tiny_diffusers_vae, tiny_vae_config

@@ -16,7 +16,8 @@ from safetensors.torch import save_file
 
 from huihua.checkpoints.detect import ARCH_METADATA_KEY
 from huihua.checkpoints.diffusers.clip import hf_clip_to_ldm
-from huihua.checkpoints.specs import UNET_PREFIX, VAE_PREFIX, UNetConfig
+from huihua.families import UNET_PREFIX, VAE_PREFIX
+from huihua.nn.configs import UNetConfig
 from tests.tiny_models import (
     perturb_,
     tiny_diffusers_unet,

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from huihua.checkpoints.diffusers.unet import diffusers_unet_config
 from huihua.checkpoints.diffusers.vae import diffusers_vae_config
-from huihua.checkpoints.specs import UNetConfig, VAEConfig
+from huihua.nn.configs import UNetConfig, VAEConfig
 
 TinyKind = Literal["sd1", "sd2", "sdxl", "inpaint"]
 

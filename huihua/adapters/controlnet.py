@@ -37,13 +37,13 @@ from torch import Tensor, nn
 
 from huihua.adapters.preprocessors import ImageLike, PreprocessorParams, inpaint_control, preprocess, to_rgb_array
 from huihua.checkpoints.io import DictSource, TensorInfo, TensorSource, open_source
-from huihua.checkpoints.specs import UNetConfig
+from huihua.nn.configs import UNetConfig
 from huihua.errors import CheckpointError, ParameterError
 from huihua.nn.controlnet import ControlNet, ControlNetConfig, hint_layer_indices
 
 if TYPE_CHECKING:
     from huihua.diffusion.parametrization import ModelSampling
-    from huihua.engine import Engine
+    from huihua.model import Model
 
 ControlMode = Literal["Balanced", "My prompt is more important", "ControlNet is more important"]
 ResizeMode = Literal["Just Resize", "Crop and Resize", "Resize and Fill"]
@@ -165,7 +165,7 @@ def load_controlnet_file(
     return module
 
 
-def load_controlnet(engine: Engine, path: str | Path) -> ControlNet:
+def load_controlnet(engine: Model, path: str | Path) -> ControlNet:
     """``engine.load_controlnet(path)``: a ControlNet in the engine's dtype and device, checked against its UNet."""
     return load_controlnet_file(path, engine.spec.unet, dtype=engine.dtype, device=engine.device, base_unet=engine.unet)
 
@@ -457,7 +457,7 @@ def _row_mask(cond_mask: Tensor | None, x: Tensor) -> Tensor:
 
 
 def controlled_unet(
-    engine: Engine,
+    engine: Model,
     units: Sequence[ControlNetUnit | PreparedUnit],
     sigmas: Tensor,
     width: int,

@@ -20,7 +20,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from huihua.checkpoints.specs import ModelSpec, TextLayout, UNetConfig
+from huihua.checkpoints.specs import ModelSpec
+from huihua.nn.configs import TextLayout, UNetConfig
 
 Component = Literal["unet", "text_encoder_0", "text_encoder_1"]
 # Name spaces of LoRA module names: the UNet, the only text encoder ("te"), or one of two ("te1"/"te2").

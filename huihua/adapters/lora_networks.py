@@ -30,11 +30,11 @@ from huihua.adapters.registry import (
 )
 from huihua.adapters.textual_inversion import Embedding, TowerEmbeddings, load_embeddings, tower_lookups
 from huihua.errors import PromptError
-from huihua.runtime.patcher import LoraUse, WeightPatcher
+from huihua.adapters.patcher import LoraUse, WeightPatcher
 
 if TYPE_CHECKING:
-    from huihua.engine import Engine
-    from huihua.pipelines.hooks import NetworkActivation
+    from huihua.model import Model
+    from huihua.adapters.networks import NetworkActivation
     from huihua.prompts.extra_networks import ExtraNetworkCall
 
 _LOG = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def _file_key(path: Path) -> tuple[str, int, int]:
 
 
 @dataclass(eq=False)
-class _EngineState:
+class _ModelState:
     """What one engine needs across generations: its LoRA name tables, patcher and loaded LoRAs."""
 
     targets: LoraTargets
@@ -69,7 +69,8 @@ class FolderNetworks:
         self.embedding_dirs = tuple(Path(d) for d in embedding_dirs)
         self.hashes = FileHashes()
         self._backup_device = backup_device
-        self._engines: weakref.WeakKeyDictionary[Engine, _EngineState] = weakref.WeakKeyDictionary()
+        # Keyed by the UNet module: bundles that differ only in their VAE share one patcher.
+        self._models: weakref.WeakKeyDictionary[object, _ModelState] = weakref.WeakKeyDictionary()
         self._embeddings: tuple[tuple, tuple[Embedding, ...]] = ((), ())
 
     def list_loras(self) -> list[Path]:
@@ -80,15 +81,15 @@ class FolderNetworks:
         """Embedding files in the embedding folders (``huihua list embeddings``)."""
         return list_files(self.embedding_dirs, EMBEDDING_EXTENSIONS)
 
-    def _state(self, engine: Engine) -> _EngineState:
-        state = self._engines.get(engine)
+    def _state(self, engine: Model) -> _ModelState:
+        state = self._models.get(engine.unet)
         if state is None:
             targets = build_targets(engine.spec, engine.unet, engine.text_encoders)
-            state = _EngineState(targets, WeightPatcher.for_engine(engine, self._backup_device))
-            self._engines[engine] = state
+            state = _ModelState(targets, WeightPatcher.for_model(engine, self._backup_device))
+            self._models[engine.unet] = state
         return state
 
-    def lora(self, engine: Engine, name: str) -> LoraPatchSet:
+    def lora(self, engine: Model, name: str) -> LoraPatchSet:
         """The LoRA called ``name``, read for ``engine``: PromptError if absent, CheckpointError if it does not fit."""
         if not self.lora_dirs:
             raise PromptError(f"<lora:{name}>: LoRA {name!r} not found (no LoRA folder given)")
@@ -113,7 +114,7 @@ class FolderNetworks:
             self._embeddings = (key, loaded)
         return self._embeddings[1]
 
-    def lookups(self, engine: Engine, extra: Sequence[Embedding] = ()) -> tuple[TowerEmbeddings, ...]:
+    def lookups(self, engine: Model, extra: Sequence[Embedding] = ()) -> tuple[TowerEmbeddings, ...]:
         """One embedding lookup per text tower of ``engine`` (folder embeddings, then ``extra``)."""
         widths = [use.config.width for use in engine.spec.text_encoders]
         lookups, skipped = tower_lookups([*self.embeddings(), *extra], engine.tokenizer.encode, widths)
@@ -127,9 +128,9 @@ class FolderNetworks:
         return hashes_field([(n, self.hashes.embedding_short_hash(by_name[n].path)) for n in names if n in by_name])
 
     @contextmanager
-    def activate(self, engine: Engine, calls: Sequence[ExtraNetworkCall]) -> Iterator[NetworkActivation]:
+    def activate(self, engine: Model, calls: Sequence[ExtraNetworkCall]) -> Iterator[NetworkActivation]:
         """Apply the prompt's ``<lora:...>`` calls for one generation; restore the weights afterwards."""
-        from huihua.pipelines.hooks import NetworkActivation
+        from huihua.adapters.networks import NetworkActivation
         from huihua.prompts.extra_networks import lora_weights
 
         uses, hashes = [], []

@@ -1,4 +1,4 @@
-"""Files shipped inside the package: the embedded default model."""
+"""Files shipped inside the package: the embedded default model and its adapters."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from huihua.errors import CheckpointError
 
 DEFAULT_MODEL_NAME = "huihua-default.safetensors"
+DEFAULT_MODEL_ALIAS = "huihua-default"  # what --model and huihua.load() accept for the embedded model
 
 
 def default_model_path() -> Path:
@@ -18,3 +19,8 @@ def default_model_path() -> Path:
             "(or build it with 'huihua train-default')"
         )
     return path
+
+
+def bundled_adapter_dir() -> Path:
+    """The folder of adapters shipped beside the embedded model (the ``huihua-red`` LoRA, ...)."""
+    return Path(__file__).with_name("adapters")

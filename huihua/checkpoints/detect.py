@@ -16,23 +16,12 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from huihua.checkpoints.io import TensorInfo
-from huihua.checkpoints.specs import (
-    SD1_TEXT_PREFIX,
-    SDXL_TEXT_PREFIXES,
-    UNET_PREFIX,
-    VAE_PREFIX,
-    CLIPTextConfig,
-    Family,
-    ModelSpec,
-    TextEncoderUse,
-    UNetConfig,
-    VAEConfig,
-)
+from huihua.families import SD1_TEXT_PREFIX, SDXL_TEXT_PREFIXES, UNET_PREFIX, VAE_PREFIX, Family, family_info
+from huihua.nn.configs import CLIPTextConfig, UNetConfig, VAEConfig
+from huihua.checkpoints.specs import ModelSpec, TextEncoderUse
 from huihua.errors import DetectionError
 
 ARCH_METADATA_KEY = "huihua.arch"
-SDXL_SCALE_FACTOR = 0.13025
-SD_SCALE_FACTOR = 0.18215
 
 Shapes = Mapping[str, TensorInfo]
 
@@ -199,22 +188,17 @@ def _not_a_model_reason(info: Shapes, name: str) -> str:
 
 
 def _text_uses(info: Shapes, family: Family, arch: dict, name: str) -> tuple[TextEncoderUse, ...]:
-    if family in ("sd1", "sd2"):
-        plan = [(SD1_TEXT_PREFIX, -1 if family == "sd1" else -2, True, family == "sd2")]
-    elif family == "sdxl":
-        plan = [(SDXL_TEXT_PREFIXES[0], -2, False, False), (SDXL_TEXT_PREFIXES[1], -2, False, True)]
-    else:
-        plan = [(SDXL_TEXT_PREFIXES[0], -2, False, True)]
     heads = arch.get("text_heads") or []
     layers = arch.get("text_layer") or []
     uses = []
-    for i, (prefix, layer, norm, pooled) in enumerate(plan):
+    for i, tower in enumerate(family_info(family).text_towers):
+        prefix, layer = tower.prefix, tower.layer
         cfg = detect_text_encoder(info, prefix, name)
         if i < len(heads):
             cfg = replace(cfg, heads=int(heads[i]))
         if i < len(layers):
             layer = int(layers[i])
-        uses.append(TextEncoderUse(cfg, prefix, layer=layer, final_norm=norm, pooled=pooled))
+        uses.append(TextEncoderUse(cfg, prefix, layer=layer, final_norm=tower.final_norm, pooled=tower.pooled))
     return tuple(uses)
 
 
@@ -227,17 +211,17 @@ def detect_spec(info: Shapes, metadata: Mapping[str, str] | None = None, name: s
         unet = replace(unet, num_heads=int(arch["num_heads"]), num_head_channels=None)
     elif "num_head_channels" in arch:
         unet = replace(unet, num_heads=None, num_head_channels=int(arch["num_head_channels"]))
-    elif family != "sd1":
-        unet = replace(unet, num_heads=None, num_head_channels=64)
+    elif (head_channels := family_info(family).head_channels) is not None:
+        unet = replace(unet, num_heads=None, num_head_channels=head_channels)
     vae = detect_vae(info, VAE_PREFIX, name)
     vae = replace(
         vae,
-        scale_factor=float(arch.get("scale_factor", SDXL_SCALE_FACTOR if family.startswith("sdxl") else SD_SCALE_FACTOR)),
+        scale_factor=float(arch.get("scale_factor", family_info(family).scale_factor)),
         shift_factor=float(arch.get("shift_factor", 0.0)),
         norm_num_groups=int(arch.get("vae_norm_groups", 32)),
     )
     texts = _text_uses(info, family, arch, name)
-    if family.startswith("sdxl") and unet.adm_in_channels is None:
+    if family_info(family).is_sdxl and unet.adm_in_channels is None:
         raise DetectionError(f"{name}: SDXL text encoders but the UNet has no label_emb (size conditioning)")
     return ModelSpec(
         family=family,
@@ -245,6 +229,6 @@ def detect_spec(info: Shapes, metadata: Mapping[str, str] | None = None, name: s
         vae=vae,
         text_encoders=texts,
         inpainting=unet.in_channels == 2 * vae.z_channels + 1,
-        native_resolution=int(arch.get("resolution", 1024 if family.startswith("sdxl") else 512)),
+        native_resolution=int(arch.get("resolution", family_info(family).native_resolution)),
         zero_terminal_snr=arch.get("zero_terminal_snr", False) is True,
     )

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from huihua.checkpoints.detect import detect_spec
 from huihua.checkpoints.io import TensorSource, open_source, short_hash
-from huihua.checkpoints.specs import UNET_PREFIX, VAE_PREFIX, ModelSpec
+from huihua.families import UNET_PREFIX, VAE_PREFIX
+from huihua.checkpoints.specs import ModelSpec
 from huihua.errors import CheckpointError
 
 

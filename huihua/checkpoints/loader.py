@@ -20,7 +20,9 @@ from torch import nn
 
 from huihua.checkpoints.detect import detect_spec, detect_vae
 from huihua.checkpoints.io import TensorSource, open_source
-from huihua.checkpoints.specs import UNET_PREFIX, VAE_PREFIX, ModelSpec, Prediction, VAEConfig
+from huihua.families import UNET_PREFIX, VAE_PREFIX
+from huihua.checkpoints.specs import ModelSpec, Prediction
+from huihua.nn.configs import VAEConfig
 from huihua.errors import CheckpointError
 
 _PREDICTIONS: dict[str, Prediction] = {"eps": "eps", "epsilon": "eps", "v": "v", "v_prediction": "v", "v-prediction": "v"}

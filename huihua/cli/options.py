@@ -1,14 +1,10 @@
-"""Options shared by the generating commands (A1111 names) and turning them into parameters."""
+"""Options shared by the generating commands, with A1111's names (``args.py`` turns them into parameters)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
-from huihua.errors import HuihuaError, ParameterError
 from huihua.pipelines.params import INPAINTING_FILLS, RESIZE_MODES, GenerationParams
 
 _D = GenerationParams()
@@ -83,72 +79,6 @@ def add_adapter_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--taesd", type=Path, default=None, help="TAESD decoder file for previews (default: approximation)")
 
 
-def lora_tags(args: argparse.Namespace) -> str:
-    """``<lora:name:w>`` tags for the --lora options ("" when none)."""
-    tags = []
-    for text in getattr(args, "lora", None) or []:
-        name, _, weight = text.rpartition(":") if ":" in text else (text, "", "1")
-        try:
-            value = float(weight)
-        except ValueError:
-            raise ParameterError(f"--lora: weight {weight!r} of {text!r} is not a number") from None
-        if not name.strip():
-            raise ParameterError(f"--lora: expected NAME[:WEIGHT], got {text!r}")
-        tags.append(f"<lora:{name.strip()}:{value:g}>")
-    return " ".join(tags)
-
-
-def _per_unit(values: list, count: int, option: str) -> list:
-    """One value for all units, one per unit, or none (empty list: the default)."""
-    if not values:
-        return [None] * count
-    if len(values) == 1:
-        return values * count
-    if len(values) == count:
-        return list(values)
-    raise ParameterError(f"{option}: give it once or once per --controlnet ({count}), got {len(values)}")
-
-
-def _unit_choice(value: str | None) -> str | int | None:
-    return int(value) if value is not None and value.isdigit() else value
-
-
-def controlnet_units(args: argparse.Namespace, engine) -> list:
-    """ControlNet units from --controlnet and its per-unit options (models loaded for ``engine``)."""
-    from huihua.adapters.controlnet import ControlNetUnit, parse_controlnet_arg
-    from huihua.cli.img2img_cmd import open_image
-
-    specs = [parse_controlnet_arg(text) for text in getattr(args, "controlnet", None) or []]
-    n = len(specs)
-    columns = {
-        "preprocessor": _per_unit(args.controlnet_preprocessor, n, "--controlnet-preprocessor"),
-        "guidance_start": _per_unit(args.controlnet_start, n, "--controlnet-start"),
-        "guidance_end": _per_unit(args.controlnet_end, n, "--controlnet-end"),
-        "control_mode": [_unit_choice(v) for v in _per_unit(args.controlnet_mode, n, "--controlnet-mode")],
-        "resize_mode": [_unit_choice(v) for v in _per_unit(args.controlnet_resize_mode, n, "--controlnet-resize-mode")],
-    }
-    models: dict[str, object] = {}
-    units = []
-    for i, spec in enumerate(specs):
-        if spec.model_path not in models:
-            models[spec.model_path] = engine.load_controlnet(spec.model_path)
-        settings = {k: v[i] for k, v in columns.items() if v[i] is not None}
-        units.append(ControlNetUnit(models[spec.model_path], open_image(Path(spec.image_path)), weight=spec.weight,
-                                    pixel_perfect=args.controlnet_pixel_perfect, **settings))
-    return units
-
-
-def adapter_kwargs(args: argparse.Namespace, engine) -> dict[str, Any]:
-    """``engine.generate`` keywords from the adapter options: units, tiled VAE, previews."""
-    from huihua.cli.output import preview_writer
-
-    kwargs: dict[str, Any] = {"controlnet_units": controlnet_units(args, engine),
-                              "tiled_vae": getattr(args, "tiled_vae", None)}
-    if getattr(args, "preview_dir", None) is not None:
-        kwargs.update(preview=preview_writer(args.preview_dir), preview_every=args.preview_every, taesd=args.taesd)
-    return kwargs
-
-
 def add_hires_options(p: argparse.ArgumentParser) -> None:
     """Hires fix (txt2img)."""
     p.add_argument("--enable-hr", action="store_true", default=None, help="hires fix: upscale, then a second pass")
@@ -199,85 +129,7 @@ def _choice(names: tuple[str, ...]):
     return parse
 
 
-def given_params(args: argparse.Namespace) -> dict[str, Any]:
-    """The GenerationParams fields set on the command line (flags left out keep their defaults)."""
-    values = {f.name: getattr(args, f.name, None) for f in fields(GenerationParams) if f.name != "prompt"}
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def with_lora_tags(prompt: str, args: argparse.Namespace) -> str:
-    """``prompt`` followed by the --lora tags."""
-    tags = lora_tags(args)
-    return f"{prompt} {tags}".strip() if tags else prompt
-
-
-def params_from_args(args: argparse.Namespace, **extra: object) -> GenerationParams:
-    """GenerationParams from parsed options (plus pipeline-specific fields); --lora tags join the prompt."""
-    prompt = with_lora_tags(args.prompt or "", args)
-    return GenerationParams.from_kwargs(prompt=prompt, **{**given_params(args), **extra})
-
-
-def model_path(args: argparse.Namespace) -> Path:
-    """The --model path, or the embedded default model."""
-    if args.model:
-        return Path(args.model)
-    from huihua.assets import default_model_path
-
-    return default_model_path()
-
-
-def load_engine(args: argparse.Namespace):
-    """Load the engine the options ask for."""
-    import huihua
-
-    return huihua.load(model_path(args), vae=args.vae, device=args.device, dtype=args.dtype,
-                       prediction=args.prediction, zero_terminal_snr=getattr(args, "zero_terminal_snr", None),
-                       lora_dirs=getattr(args, "lora_dir", ()),
-                       embedding_dirs=getattr(args, "embedding_dir", ()))
-
-
-def pipeline_hooks(args: argparse.Namespace, engine):
-    """Hooks from the options: an ESRGAN-family file given as --hr-upscaler becomes a named upscaler."""
-    from dataclasses import replace
-
-    from huihua.pipelines.hooks import PipelineHooks
-
-    hooks = engine.hooks or PipelineHooks()
-    name = getattr(args, "hr_upscaler", None)
-    if not name or not Path(name).is_file():
-        return hooks
-    from huihua.upscale import load_upscaler, upscale
-
-    net = load_upscaler(name, device=engine.device, dtype=engine.dtype)
-
-    def run(image, size):
-        return upscale(image, net, scale=max(size[0] / image.width, size[1] / image.height))
-
-    return replace(hooks, upscalers={**hooks.upscalers, name: run})
-
-
-def read_png_params(path: Path) -> tuple[GenerationParams, int, dict | None]:
-    """(parameters, image index in the batch, JSON record or None) of a picture huihua or A1111 made."""
-    from huihua.infotext import read_infotext, read_json_params
-    from huihua.pipelines.infotext import params_from_infotext, replay_params
-
-    if not path.is_file():
-        raise HuihuaError(f"{path}: no such file")
-    record = read_json_params(path)
-    if record is not None and "params" in record:
-        p, index = replay_params(record)
-        return p, index, record
-    text = read_infotext(path)
-    if not text:
-        raise HuihuaError(f"{path}: carries no generation parameters")
-    return params_from_infotext(text), 0, None
-
-
-def warn_model_mismatch(record: dict | None, engine) -> None:
-    """One line on stderr when the picture was painted by another checkpoint."""
-    if not record:
-        return
-    want = record.get("models", {}).get("checkpoint", {})
-    if want.get("hash") and want.get("hash") != engine.file_hash():
-        print(f"huihua: warning: the picture was painted by {want.get('name')} [{want.get('hash')}], "
-              f"not {engine.name} [{engine.file_hash()}]; pixels will differ", file=sys.stderr)
+def add_output_option(p: argparse.ArgumentParser) -> None:
+    """-o/--output."""
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="output PNG (never overwritten: a free name beside it is used); default: outputs/")

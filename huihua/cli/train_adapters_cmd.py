@@ -5,31 +5,29 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+
+import torch
+
+import huihua
+from huihua.assets import default_model_path
+from huihua.engine import Engine
+from huihua.train.controlnet_train import (
+    ControlNetTrainConfig,
+    controlnet_effect,
+    save_controlnet,
+    silhouette_pairs,
+    train_controlnet,
+)
+from huihua.train.lora_train import LoraTrainConfig, lora_effect, red_lora_pairs, save_lora, train_lora
 
 LORA_NAME = "huihua-red"
 CONTROLNET_NAME = "huihua-silhouette"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train-adapters", help="train the example LoRA (red) and ControlNet (silhouette)")
-    p.add_argument("--model", type=Path, default=None, help="base model (default: the embedded one)")
-    p.add_argument("--out", type=Path, default=Path("huihua-adapters"), help="folder for the adapter files")
-    p.add_argument("--work", type=Path, default=None, help="folder for training checkpoints (default: OUT/train)")
-    p.add_argument("--only", choices=("lora", "controlnet"), default=None, help="train one of the two")
-    p.add_argument("--steps", type=int, default=None, help="override the training steps of both")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads (1 is fastest on a busy 2-core machine)")
-    p.add_argument("--no-measure", action="store_true", help="skip measuring the effect with the detector")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
-
-
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    import huihua
-    from huihua.assets import default_model_path
-
     torch.set_num_threads(max(1, args.threads))
     began = time.monotonic()
 
@@ -47,11 +45,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lora(engine, args: argparse.Namespace, work: Path, log) -> None:
-    from dataclasses import replace
-
-    from huihua.train.lora_train import LoraTrainConfig, lora_effect, red_lora_pairs, save_lora, train_lora
-
+def _lora(engine: Engine, args: argparse.Namespace, work: Path, log: Callable[[str], None]) -> None:
     cfg = LoraTrainConfig()
     if args.steps is not None:
         cfg = replace(cfg, loop=replace(cfg.loop, steps=args.steps))
@@ -68,12 +62,7 @@ def _lora(engine, args: argparse.Namespace, work: Path, log) -> None:
               f"with <lora:{LORA_NAME}:1> ({effect.pictures} prompts x seeds, 20 Euler steps, cfg 5)")
 
 
-def _controlnet(engine, args: argparse.Namespace, work: Path, log) -> None:
-    from dataclasses import replace
-
-    from huihua.train.controlnet_train import (ControlNetTrainConfig, controlnet_effect, save_controlnet,
-                                               silhouette_pairs, train_controlnet)
-
+def _controlnet(engine: Engine, args: argparse.Namespace, work: Path, log: Callable[[str], None]) -> None:
     cfg = ControlNetTrainConfig()
     if args.steps is not None:
         cfg = replace(cfg, loop=replace(cfg.loop, steps=args.steps))

@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from PIL import Image, UnidentifiedImageError
+
+from huihua.api.saving import free_path
 from huihua.errors import ParameterError
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("upscale", help="upscale an image with an ESRGAN-family model or Lanczos")
-    p.add_argument("image", type=Path)
-    p.add_argument("--model", default="Lanczos", help="upscaler .pth/.safetensors file, or Lanczos (default)")
-    p.add_argument("--scale", type=float, default=None, help="default: the model's own scale (2 for Lanczos)")
-    p.add_argument("--tile", type=int, default=512, help="tile side in pixels (0: whole image at once)")
-    p.add_argument("--overlap", type=int, default=32, help="blended overlap between tiles")
-    p.add_argument("--device", default=None)
-    p.add_argument("-o", "--output", type=Path, default=None, help="default: IMAGE-upscaled.png (never overwritten)")
-    p.set_defaults(func=run)
+from huihua.imagefile import read_infotext, write_image
+from huihua.runtime.devices import resolve_device
+from huihua.upscale import lanczos, load_upscaler, upscale
 
 
 def run(args: argparse.Namespace) -> int:
-    from PIL import Image, UnidentifiedImageError
-
-    from huihua.cli.output import free_path
-    from huihua.infotext import read_infotext, write_image
-    from huihua.runtime.devices import resolve_device
-    from huihua.upscale import lanczos, load_upscaler, upscale
-
     try:
         image = Image.open(args.image)
         image.load()

@@ -173,3 +173,25 @@ def resolve(sampler: str, schedule: str | None = None) -> tuple[str, str]:
     if key == "automatic":
         key = info.default_schedule
     return info.key, key
+
+
+@dataclass(frozen=True)
+class ResolvedNames:
+    """A sampler and the concrete schedule it runs with, resolved once per generation pass."""
+
+    sampler: SamplerInfo
+    schedule: str  # a schedule key, never "automatic"
+
+    @property
+    def sampler_display(self) -> str:
+        return self.sampler.display
+
+    @property
+    def schedule_display(self) -> str:
+        return schedule_display(self.schedule)
+
+
+def resolve_names(sampler: str, schedule: str | None = None) -> ResolvedNames:
+    """``resolve`` as a typed pair: the SamplerInfo and the concrete schedule key."""
+    sampler_key, schedule_key_ = resolve(sampler, schedule)
+    return ResolvedNames(sampler_info(sampler_key), schedule_key_)

@@ -30,18 +30,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from huihua.diffusion.names import resolve, sampler_info, schedule_key
+from huihua.diffusion.names import ResolvedNames, resolve_names, schedule_key
 from huihua.diffusion.parametrization import ModelSampling
 from huihua.errors import ParameterError
+from huihua.families import Family, family_info
 
-AYS_SD1 = (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029)
-AYS_SDXL = (14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029)
 
 
 @dataclass(frozen=True)
@@ -53,7 +51,7 @@ class ScheduleOptions:
     rho: float | None = None  # Karras: 7, Polyexponential: 1
     beta_alpha: float = 0.6
     beta_beta: float = 0.6
-    ays_family: Literal["sd1", "sdxl"] = "sd1"
+    ays_family: Family = "sd1"  # which published Align Your Steps list (families table)
 
 
 def _f64(values: Tensor | list[float] | np.ndarray) -> Tensor:
@@ -160,12 +158,10 @@ def loglinear_interp(values: tuple[float, ...] | list[float], count: int) -> Ten
     return _f64(interp.copy())
 
 
-def align_your_steps(steps: int, family: Literal["sd1", "sdxl"] = "sd1") -> Tensor:
+def align_your_steps(steps: int, family: Family = "sd1") -> Tensor:
     """NVIDIA's Align Your Steps sigmas (SD1.5 or SDXL) log-linearly resampled to steps+1 values, the last set to 0."""
     _check_steps(steps)
-    if family not in ("sd1", "sdxl"):
-        raise ParameterError(f"ays_family: {family!r} is not 'sd1' or 'sdxl'")
-    sigmas = loglinear_interp(AYS_SDXL if family == "sdxl" else AYS_SD1, steps + 1)
+    sigmas = loglinear_interp(family_info(family).ays_sigmas, steps + 1)
     sigmas[-1] = 0.0
     return sigmas
 
@@ -265,11 +261,23 @@ def get_sigmas(
         key = schedule_key(name)
         key = "uniform" if key == "automatic" else key
         return schedule(key, steps, model_sampling, options).to(dtype)
-    sampler_key, key = resolve(sampler, name)
-    if sampler_info(sampler_key).discard_penultimate:
-        sigmas = schedule(key, steps + 1, model_sampling, options)
+    return sigmas_for(resolve_names(sampler, name), steps, model_sampling, options=options, dtype=dtype)
+
+
+def sigmas_for(
+    names: ResolvedNames,
+    steps: int,
+    model_sampling: ModelSampling,
+    *,
+    options: ScheduleOptions | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Sigmas (steps+1,) ending in 0 for already resolved names (see ``get_sigmas``)."""
+    _check_steps(steps)
+    if names.sampler.discard_penultimate:
+        sigmas = schedule(names.schedule, steps + 1, model_sampling, options)
         return torch.cat([sigmas[:-2], sigmas[-1:]]).to(dtype)
-    return schedule(key, steps, model_sampling, options).to(dtype)
+    return schedule(names.schedule, steps, model_sampling, options).to(dtype)
 
 
 def img2img_sigmas(

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from huihua.checkpoints.specs import CLIPTextConfig
+from huihua.nn.configs import CLIPTextConfig
 from huihua.errors import ParameterError
 from huihua.nn.attention import merge_heads, split_heads
 

@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from huihua.checkpoints.io import open_source
-from huihua.checkpoints.specs import Family
 from huihua.errors import CheckpointError, DetectionError
 
 WIDTH = 64
@@ -99,11 +96,6 @@ class TAESD(nn.Module):
         return self.encoder(pixels.to(weight.device, weight.dtype).add(1.0).div(2.0))
 
 
-def taesd_name(family: Family) -> str:
-    """File stem of the TAESD decoder that matches a model family's latent space."""
-    return "taesdxl_decoder" if family in ("sdxl", "sdxl_refiner") else "taesd_decoder"
-
-
 # --- loading -----------------------------------------------------------------------------------
 
 _PREFIXES = {
@@ -113,7 +105,7 @@ _PREFIXES = {
 }
 
 
-def _split_roles(sd: Mapping[str, Tensor], name: str) -> dict[str, dict[str, Tensor]]:
+def split_roles(sd: Mapping[str, Tensor], name: str) -> dict[str, dict[str, Tensor]]:
     """Sort keys into encoder/decoder state dicts in the published (bare, index-first) layout."""
     roles: dict[str, dict[str, Tensor]] = {}
     for key, value in sd.items():
@@ -143,7 +135,7 @@ def _latent_channels(role: str, sd: Mapping[str, Tensor], name: str) -> int:
 def taesd_from_state_dict(sd: Mapping[str, Tensor], name: str = "taesd") -> TAESD:
     """Build a TAESD from a state dict in any of the supported key layouts."""
     built: dict[str, nn.Module] = {}
-    for role, part in _split_roles(sd, name).items():
+    for role, part in split_roles(sd, name).items():
         channels = _latent_channels(role, part, name)
         module = TinyEncoder(channels) if role == "encoder" else TinyDecoder(channels)
         try:
@@ -154,17 +146,3 @@ def taesd_from_state_dict(sd: Mapping[str, Tensor], name: str = "taesd") -> TAES
     if not built:
         raise DetectionError(f"{name}: no TAESD weights found")
     return TAESD(encoder=built.get("encoder"), decoder=built.get("decoder"))  # type: ignore[arg-type]
-
-
-def load_taesd(*paths: str | Path) -> TAESD:
-    """Load TAESD from one combined file or separate encoder/decoder files (.safetensors or .pth)."""
-    merged: dict[str, Tensor] = {}
-    for path in paths:
-        source = open_source(path)
-        try:
-            sd = {k: source.get(k).float() for k in source.info()}
-        finally:
-            source.close()
-        for role, part in _split_roles(sd, str(path)).items():
-            merged.update({f"{role}.{k}": v for k, v in part.items()})
-    return taesd_from_state_dict(merged, name=", ".join(str(p) for p in paths))

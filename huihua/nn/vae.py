@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from huihua.checkpoints.specs import VAEConfig
+from huihua.nn.configs import VAEConfig
 from huihua.nn.layers import add_, norm_silu
 
 VAE_NORM_EPS = 1e-6

@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
+from huihua.diffusion import samplers, schedules
+from huihua.diffusion.names import ResolvedNames, SamplerInfo
+from huihua.diffusion.noise import NoiseSampler
+from huihua.diffusion.samplers import Callback as StepCallback
+from huihua.diffusion.samplers import Denoiser
+from huihua.families import family_info
+from huihua.model import Model
 from huihua.nn.layers import timestep_embedding
+from huihua.pipelines.tiled_vae import tiled_decode, tiled_encode
 from huihua.runtime import vae_guard
 
-if TYPE_CHECKING:
-    from huihua.diffusion.noise import NoiseSampler
-    from huihua.engine import Engine
 
-SamplerCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
-StepHook = Callable[[int, torch.Tensor, torch.Tensor, float], None]
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def latent_shape(engine: Engine, width: int, height: int) -> tuple[int, int, int]:
+def latent_shape(engine: Model, width: int, height: int) -> tuple[int, int, int]:
     """(C, H/f, W/f) of the latents for an image of ``width × height`` pixels."""
     f = engine.spec.vae.downscale
     return engine.spec.latent_channels, height // f, width // f
@@ -39,9 +39,9 @@ class SizeCond:
     negative_aesthetic_score: float = 2.5
 
 
-def sdxl_label(engine: Engine, pooled: torch.Tensor, size: SizeCond, negative: bool = False) -> torch.Tensor:
+def sdxl_label(engine: Model, pooled: torch.Tensor, size: SizeCond, negative: bool = False) -> torch.Tensor:
     """SDXL's ``y``: pooled text + sinusoidal embeddings of sizes and crop (refiner: and the aesthetic score)."""
-    if engine.spec.family == "sdxl_refiner":
+    if family_info(engine.spec.family).size_conditioning == "refiner":
         score = size.negative_aesthetic_score if negative else size.aesthetic_score
         numbers: list[float] = [*size.original, *size.crop, score]
     else:
@@ -54,38 +54,31 @@ def sdxl_label(engine: Engine, pooled: torch.Tensor, size: SizeCond, negative: b
 
 
 def sample(
-    sampler_name: str,
+    sampler: SamplerInfo,
     denoise: Denoiser,
     x: torch.Tensor,
     sigmas: torch.Tensor,
     seeds: Sequence[int],
     *,
     eta: float | None = None,
-    on_step: StepHook | None = None,
+    on_step: StepCallback | None = None,
     noise_sampler: NoiseSampler | None = None,
 ) -> torch.Tensor:
-    """Run ``sampler_name`` from x (already at ``sigmas[0]``) down ``sigmas``; returns clean latents."""
-    from huihua.diffusion import samplers
-
-    return samplers.sample(sampler_name, denoise, x, sigmas.to(x.device), noise_sampler, on_step,
+    """Run ``sampler`` from x (already at ``sigmas[0]``) down ``sigmas``; returns clean latents."""
+    return samplers.sample(sampler, denoise, x, sigmas.to(x.device), noise_sampler, on_step,
                            seeds=list(seeds), options=samplers.SamplerOptions(eta=eta))
 
 
-def full_sigmas(engine: Engine, sampler_name: str, scheduler: str, steps: int) -> torch.Tensor:
+def full_sigmas(engine: Model, names: ResolvedNames, steps: int) -> torch.Tensor:
     """The schedule (steps+1 sigmas ending in 0) a sampler runs for ``steps`` steps."""
-    from huihua.diffusion import schedules
-
-    # Align Your Steps has separate published lists for SD1-style and SDXL models.
-    options = schedules.ScheduleOptions(ays_family="sdxl" if engine.spec.family.startswith("sdxl") else "sd1")
-    return schedules.get_sigmas(scheduler, steps=steps, model_sampling=engine.model_sampling, sampler=sampler_name,
-                                options=options)
+    # Align Your Steps has separate published lists for SD1-style and SDXL models (the families table).
+    options = schedules.ScheduleOptions(ays_family=engine.spec.family)
+    return schedules.sigmas_for(names, steps, engine.model_sampling, options=options)
 
 
-def img2img_sigmas(engine: Engine, sampler_name: str, scheduler: str, steps: int, strength: float) -> torch.Tensor:
+def img2img_sigmas(engine: Model, names: ResolvedNames, steps: int, strength: float) -> torch.Tensor:
     """The tail of the schedule img2img runs for denoising ``strength`` (A1111's step arithmetic)."""
-    from huihua.diffusion import schedules
-
-    return schedules.img2img_sigmas(lambda n: full_sigmas(engine, sampler_name, scheduler, n), steps, strength)
+    return schedules.img2img_sigmas(lambda n: full_sigmas(engine, names, n), steps, strength)
 
 
 # Latents with more pixels than this (128 x 128, a 1024 x 1024 SD1 image) go through the VAE in tiles.
@@ -99,7 +92,7 @@ def use_tiles(latent_hw: tuple[int, int], tiled: bool | None) -> bool:
     return latent_hw[0] * latent_hw[1] > TILED_VAE_MIN_LATENT_PIXELS
 
 
-def decode_latents(engine: Engine, latents: torch.Tensor, tiled: bool | None = None) -> torch.Tensor:
+def decode_latents(engine: Model, latents: torch.Tensor, tiled: bool | None = None) -> torch.Tensor:
     """Scaled latents (B, C, h, w) -> pixels (B, 3, H, W) in [-1, 1], float32, clamped.
 
     ``tiled``: decode in overlapping tiles (memory bounded by the tile); None decides by size.
@@ -107,20 +100,16 @@ def decode_latents(engine: Engine, latents: torch.Tensor, tiled: bool | None = N
     vae_cfg = engine.spec.vae
     z = latents / vae_cfg.scale_factor + vae_cfg.shift_factor
     if use_tiles(tuple(z.shape[-2:]), tiled):
-        from huihua.pipelines.tiled_vae import tiled_decode
-
         return vae_guard.guarded(engine.vae, tiled_decode, z).float().clamp(-1, 1)
     return vae_guard.decode(engine.vae, z).float().clamp(-1, 1)
 
 
-def encode_pixels(engine: Engine, pixels: torch.Tensor, tiled: bool | None = None) -> torch.Tensor:
+def encode_pixels(engine: Model, pixels: torch.Tensor, tiled: bool | None = None) -> torch.Tensor:
     """Pixels (B, 3, H, W) in [-1, 1] -> scaled latents (B, C, H/f, W/f) (the VAE's mean); ``tiled`` as decode."""
     vae_cfg = engine.spec.vae
     f = vae_cfg.downscale
     pixels = pixels.to(device=engine.device)
     if use_tiles((pixels.shape[-2] // f, pixels.shape[-1] // f), tiled):
-        from huihua.pipelines.tiled_vae import tiled_encode
-
         z = vae_guard.guarded(engine.vae, tiled_encode, pixels).float()
     else:
         z = vae_guard.encode(engine.vae, pixels).float()
@@ -139,13 +128,11 @@ def images_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
-def decode_to_images(engine: Engine, latents: torch.Tensor, tiled: bool | None = None) -> list[Image.Image]:
+def decode_to_images(engine: Model, latents: torch.Tensor, tiled: bool | None = None) -> list[Image.Image]:
     """Scaled latents -> PIL RGB images (``tiled`` as ``decode_latents``)."""
     return tensor_to_images(decode_latents(engine, latents, tiled))
 
 
-def progress_bar(total: int):
+def progress_bar(total: int) -> tqdm:
     """A tqdm bar (step, it/s, ETA) on stderr."""
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, unit="step", dynamic_ncols=True, leave=False)

@@ -21,7 +21,7 @@ from huihua.errors import ParameterError
 if TYPE_CHECKING:
     from huihua.adapters.controlnet import ControlNetUnit, PreparedUnit
     from huihua.adapters.preprocessors import ImageLike
-    from huihua.engine import Engine
+    from huihua.model import Model
 
 Box = tuple[int, int, int, int]  # (left, top, right, bottom)
 
@@ -52,7 +52,7 @@ def crop_units(units: Sequence[ControlNetUnit | PreparedUnit], picture_size: tup
     return out
 
 
-def check_units(engine: Engine, units: Sequence[object]) -> None:
+def check_units(engine: Model, units: Sequence[object]) -> None:
     """ParameterError for a non-unit, CheckpointError for a ControlNet that does not fit this model."""
     from huihua.adapters.controlnet import ControlNetUnit, PreparedUnit, check_fits
 
@@ -86,7 +86,7 @@ def control_infotext(units: Sequence[ControlNetUnit | PreparedUnit]) -> dict[str
     return {f"ControlNet {i}": _unit(u).infotext()[1:-1] for i, u in enumerate(units)}
 
 
-def control_files(engine: Engine, units: Sequence[ControlNetUnit | PreparedUnit]) -> tuple[tuple[str, str], ...]:
+def control_files(engine: Model, units: Sequence[ControlNetUnit | PreparedUnit]) -> tuple[tuple[str, str], ...]:
     """(name, short hash) of each unit's ControlNet file, for the JSON chunk."""
     out = []
     for u in units:

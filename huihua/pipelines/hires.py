@@ -70,8 +70,7 @@ def hires_latents(job: Job, latents: torch.Tensor, seeds: Sequence[int]) -> torc
     x0 = upscale_first_pass(job, latents, width, height)
     if p.hr_strength == 0:
         return x0
-    sampler = p.hr_sampler_name or p.sampler_name
-    sigmas = img2img_sigmas(engine, sampler, p.hr_scheduler or p.scheduler, job.hires_steps, p.hr_strength)
+    sigmas = img2img_sigmas(engine, job.rp.hires, job.hires_steps, p.hr_strength)
     sigmas = sigmas.to(x0.device)
     noise = batch_noise(job, seeds, width, height)
     x = x0 + noise * sigmas[0].to(noise.dtype)

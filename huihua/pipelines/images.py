@@ -11,6 +11,7 @@ from __future__ import annotations
 from PIL import Image
 
 from huihua.errors import ParameterError
+from huihua.pipelines.types import ResizeMode
 
 LANCZOS = Image.Resampling.LANCZOS
 
@@ -43,15 +44,15 @@ def _resize_and_fill(im: Image.Image, width: int, height: int) -> Image.Image:
     return out
 
 
-def resize_image(mode: int, im: Image.Image, width: int, height: int) -> Image.Image:
-    """``im`` fitted to ``width × height`` with resize mode 0, 1 or 2 (3 resizes latents, not pixels)."""
+def resize_image(mode: ResizeMode | int, im: Image.Image, width: int, height: int) -> Image.Image:
+    """``im`` fitted to ``width × height`` by a resize mode (latent upscale resizes latents, not pixels)."""
     if im.size == (width, height):
         return im.copy()
-    if mode in (0, 3):
+    if mode in (ResizeMode.JUST_RESIZE, ResizeMode.LATENT_UPSCALE):
         return im.resize((width, height), LANCZOS)
-    if mode == 1:
+    if mode == ResizeMode.CROP_AND_RESIZE:
         return _crop_and_resize(im, width, height)
-    if mode == 2:
+    if mode == ResizeMode.RESIZE_AND_FILL:
         return _resize_and_fill(im, width, height)
     raise ParameterError(f"resize_mode: must be 0, 1, 2 or 3, got {mode}")
 

@@ -21,6 +21,8 @@ from huihua.pipelines.images import resize_image, round_to_multiple
 from huihua.pipelines.job import Job, inpaint_concat
 from huihua.pipelines.sampling import run_pass
 from huihua.pipelines.txt2img import batch_noise
+from huihua.pipelines.types import InpaintFill, ResizeMode
+from huihua.upscale.latent import upscale_latents
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,22 +33,20 @@ class InitBatch:
     latents: torch.Tensor
 
 
-def fit_init_images(images: Sequence[Image.Image], mode: int, width: int, height: int) -> list[Image.Image]:
-    """Init pictures fitted to the generation size with resize mode 0-2 (3: returned unchanged)."""
+def fit_init_images(images: Sequence[Image.Image], mode: ResizeMode, width: int, height: int) -> list[Image.Image]:
+    """Init pictures fitted to the generation size (latent upscale: returned unchanged)."""
     if not images:
         raise ParameterError("init_images: at least one picture is required")
-    if mode == 3:
+    if mode is ResizeMode.LATENT_UPSCALE:
         return [im.convert("RGB") for im in images]
     return [resize_image(mode, im.convert("RGB"), width, height) for im in images]
 
 
 def init_batch(job: Job, images: Sequence[Image.Image]) -> InitBatch:
     """Encode a batch of fitted pictures; resize mode 3 encodes at their own size and resizes the latents."""
-    from huihua.upscale.latent import upscale_latents
-
     p, engine = job.p, job.engine
     assert p.width is not None and p.height is not None
-    if p.resize_mode == 3:
+    if job.rp.resize is ResizeMode.LATENT_UPSCALE:
         f = engine.spec.vae.downscale
         own = [round_to_multiple(im, 8) for im in images]
         latents = torch.cat([encode_pixels(engine, images_to_tensor([im]), job.tiled_vae) for im in own])
@@ -58,13 +58,13 @@ def init_batch(job: Job, images: Sequence[Image.Image]) -> InitBatch:
 
 
 def masked_start(job: Job, init: torch.Tensor, repaint: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
-    """A1111's masked content in latent space: 2 "latent noise", 3 "latent nothing", else unchanged."""
+    """A1111's masked content in latent space: "latent noise", "latent nothing", else unchanged."""
     p = job.p
-    if p.inpainting_fill == 2:
+    if job.rp.fill is InpaintFill.LATENT_NOISE:
         assert p.width is not None and p.height is not None
         noise = batch_noise(job, seeds, p.width, p.height)
         return init * (1 - repaint) + noise * repaint
-    if p.inpainting_fill == 3:
+    if job.rp.fill is InpaintFill.LATENT_NOTHING:
         return init * (1 - repaint)
     return init
 
@@ -86,7 +86,7 @@ def img2img_latents(job: Job, seeds: Sequence[int], batch: InitBatch, *,
         init = masked_start(job, init, repaint, seeds)
     if p.denoising_strength == 0:
         return blend.apply(init) if blend is not None else init
-    sigmas = img2img_sigmas(engine, p.sampler_name, p.scheduler, p.steps, p.denoising_strength).to(init.device)
+    sigmas = img2img_sigmas(engine, job.rp.first, p.steps, p.denoising_strength).to(init.device)
     noise = batch_noise(job, seeds, p.width, p.height)
     x = init + noise * sigmas[0].to(noise.dtype)
     mask = cond_mask if cond_mask is not None else torch.ones(1, 1, p.height, p.width)

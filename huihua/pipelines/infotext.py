@@ -11,17 +11,14 @@ gives the same pixels on the same device and dtype.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
 
-import huihua
-from huihua.errors import HuihuaError
+from huihua.diffusion.names import ResolvedNames, resolve_names
 from huihua.infotext import format_infotext, parse
+from huihua.model import Model
 from huihua.pipelines.params import INPAINTING_FILLS, RESIZE_MODES, GenerationParams
+from huihua.pipelines.types import Mode, ModelFile, ReplayRecord
+from huihua.version import __version__
 
-if TYPE_CHECKING:
-    from huihua.engine import Engine
-
-JSON_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -34,6 +31,7 @@ class RunInfo:
     extra: dict[str, str] = field(default_factory=dict)  # "Lora hashes", "TI hashes", ...
     files: dict[str, str] = field(default_factory=dict)  # adapter name -> hash (JSON chunk)
     controlnets: tuple[tuple[str, str], ...] = ()  # (name, hash) of each ControlNet unit's model (JSON chunk)
+    names: ResolvedNames | None = None  # the first pass's sampler and schedule (None: resolved here)
 
 
 def _seed_fields(p: GenerationParams, seed: int, index: int) -> dict[str, object]:
@@ -98,16 +96,14 @@ def _sdxl_fields(p: GenerationParams, info: RunInfo) -> dict[str, object]:
     return fields
 
 
-def infotext_fields(engine: Engine, p: GenerationParams, seed: int, index: int = 0,
+def infotext_fields(engine: Model, p: GenerationParams, seed: int, index: int = 0,
                     info: RunInfo | None = None) -> dict[str, object]:
     """Ordered infotext key -> value for image ``index`` of a generation (None values are omitted)."""
-    from huihua.diffusion.names import resolve, sampler_info, schedule_display
-
     info = info or RunInfo()
-    sampler_key, schedule_key = resolve(p.sampler_name, p.scheduler)
+    names = info.names or resolve_names(p.sampler_name, p.scheduler)
     fields: dict[str, object] = {
-        "Steps": p.steps, "Sampler": sampler_info(sampler_key).display,
-        "Schedule type": schedule_display(schedule_key), "CFG scale": p.cfg_scale, "Seed": seed,
+        "Steps": p.steps, "Sampler": names.sampler_display,
+        "Schedule type": names.schedule_display, "CFG scale": p.cfg_scale, "Seed": seed,
         "Size": f"{p.width}x{p.height}", "Model hash": engine.file_hash() or None, "Model": engine.name,
     }
     if engine.vae_path is not None:
@@ -125,39 +121,33 @@ def infotext_fields(engine: Engine, p: GenerationParams, seed: int, index: int =
         fields["Noise Schedule"] = "Zero Terminal SNR"  # A1111's ``sd_noise_schedule`` option
     fields.update(_sdxl_fields(p, info))
     fields.update(info.extra)
-    fields["Version"] = f"huihua {huihua.__version__}"
+    fields["Version"] = f"huihua {__version__}"
     return fields
 
 
-def format_infotext_for(engine: Engine, p: GenerationParams, seed: int, index: int = 0,
+def format_infotext_for(engine: Model, p: GenerationParams, seed: int, index: int = 0,
                         info: RunInfo | None = None) -> str:
     """The A1111 ``parameters`` text of image ``index``."""
     return format_infotext(infotext_fields(engine, p, seed, index, info), p.prompt, p.negative_prompt)
 
 
-def json_record(engine: Engine, p: GenerationParams, index: int, info: RunInfo | None = None) -> dict[str, Any]:
-    """The JSON chunk of image ``index``: every parameter of the call, model hashes, version."""
+def json_record(engine: Model, p: GenerationParams, index: int, info: RunInfo | None = None) -> ReplayRecord:
+    """The replay record of image ``index``: every parameter of the call, model hashes, version."""
     info = info or RunInfo()
-    models: dict[str, Any] = {"checkpoint": {"name": engine.name, "hash": engine.file_hash()}}
+    vae = None
     if engine.vae_path is not None:
-        models["vae"] = {"name": engine.vae_path.name, "hash": engine.file_hash(engine.vae_path)}
-    if p.refiner_checkpoint:
-        models["refiner"] = {"name": info.refiner_name, "hash": info.refiner_hash}
-    if info.files:
-        models["adapters"] = dict(info.files)
-    if info.controlnets:
-        models["controlnet"] = [{"name": name, "hash": digest} for name, digest in info.controlnets]
-    return {"format": JSON_FORMAT, "huihua": huihua.__version__, "mode": info.mode, "params": p.to_dict(),
-            "image_index": index, "models": models}
+        vae = ModelFile(engine.vae_path.name, engine.file_hash(engine.vae_path))
+    refiner = ModelFile(info.refiner_name, info.refiner_hash) if p.refiner_checkpoint else None
+    return ReplayRecord(mode=Mode(info.mode), params=p, image_index=index,
+                        checkpoint=ModelFile(engine.name, engine.file_hash()), vae=vae, refiner=refiner,
+                        adapters=tuple(info.files.items()),
+                        controlnets=tuple(ModelFile(name, digest) for name, digest in info.controlnets),
+                        version=__version__)
 
 
-def replay_params(record: dict[str, Any]) -> tuple[GenerationParams, int]:
-    """(parameters of the one batch that painted the image, its index in that batch) from a JSON record."""
-    try:
-        p = GenerationParams.from_dict(dict(record["params"]))
-        index = int(record.get("image_index", 0))
-    except (KeyError, TypeError, ValueError) as e:
-        raise HuihuaError(f"JSON chunk: not a huihua record ({e})") from None
+def replay_params(record: ReplayRecord) -> tuple[GenerationParams, int]:
+    """(parameters of the one batch that painted the image, its index in that batch) from a record."""
+    p, index = record.params, record.image_index
     it, k = divmod(index, p.batch_size)
     shift = it * p.batch_size
     subseed = p.subseed + shift if p.subseed != -1 else -1

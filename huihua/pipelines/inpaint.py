@@ -18,7 +18,10 @@ from PIL import Image
 
 from huihua.pipelines.images import resize_image
 from huihua.pipelines.masks import MaskPlan, binary_mask, fill_masked, latent_mask, paste_back, plan_mask
+from huihua.pipelines.outpaint import outpaint_inputs
 from huihua.pipelines.params import GenerationParams
+from huihua.pipelines.resolved import ResolvedParams
+from huihua.pipelines.types import InpaintFill, ResizeMode
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,15 +33,8 @@ class InpaintSetup:
     plan: MaskPlan
 
 
-def has_outpaint(p: GenerationParams) -> bool:
-    """Whether the parameters ask to extend the canvas."""
-    return any((p.outpaint_left, p.outpaint_right, p.outpaint_top, p.outpaint_bottom))
-
-
 def outpaint_canvas(p: GenerationParams, images: Sequence[Image.Image]) -> tuple[list[Image.Image], Image.Image]:
     """Extended canvases and the (outward-blurred) mask of their new bands."""
-    from huihua.pipelines.outpaint import outpaint_inputs
-
     out, mask = [], None
     for im in images:
         canvas, mask = outpaint_inputs(im, p.outpaint_left, p.outpaint_top, p.outpaint_right, p.outpaint_bottom,
@@ -48,22 +44,23 @@ def outpaint_canvas(p: GenerationParams, images: Sequence[Image.Image]) -> tuple
     return out, mask
 
 
-def setup_inpaint(p: GenerationParams, images: Sequence[Image.Image], mask: Image.Image,
+def setup_inpaint(rp: ResolvedParams, images: Sequence[Image.Image], mask: Image.Image,
                   blur: int | None = None) -> InpaintSetup:
     """Plan the mask and prepare the pictures for the sampler and for pasting back."""
+    p = rp.params
     assert p.width is not None and p.height is not None
     size = images[0].size
     originals = [im.convert("RGB") if im.size == size else im.convert("RGB").resize(size) for im in images]
     plan = plan_mask(mask, size, p.width, p.height, invert=bool(p.inpainting_mask_invert),
                      blur=p.mask_blur if blur is None else blur, full_res=p.inpaint_full_res,
-                     padding=p.inpaint_full_res_padding, resize_mode=p.resize_mode)
-    mode = 0 if p.resize_mode == 3 else p.resize_mode
+                     padding=p.inpaint_full_res_padding, resize_mode=rp.resize)
+    mode = ResizeMode.JUST_RESIZE if rp.resize is ResizeMode.LATENT_UPSCALE else rp.resize
     if plan.crop is not None:
-        work = [resize_image(2, im.crop(plan.crop), p.width, p.height) for im in originals]
+        work = [resize_image(ResizeMode.RESIZE_AND_FILL, im.crop(plan.crop), p.width, p.height) for im in originals]
     else:
         originals = [resize_image(mode, im, p.width, p.height) for im in originals]
         work = list(originals)
-    if p.inpainting_fill == 0:
+    if rp.fill is InpaintFill.FILL:
         work = [fill_masked(im, plan.work_mask) for im in work]
     return InpaintSetup(tuple(work), tuple(originals), plan)
 

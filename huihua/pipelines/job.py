@@ -8,21 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from huihua.pipelines.common import SizeCond, StepHook, encode_pixels
-from huihua.pipelines.conditioning import Guidance, encode_conds
+from huihua.adapters.controlnet import ControlledUNet, PreparedUnit, controlled_unet
+from huihua.diffusion.guidance import Guidance
+from huihua.diffusion.samplers import Callback as StepCallback
+from huihua.model import Model
+from huihua.pipelines.common import SizeCond, encode_pixels
+from huihua.pipelines.conditioning import encode_conds
+from huihua.pipelines.hooks import PipelineHooks
+from huihua.pipelines.params import GenerationParams
+from huihua.pipelines.resolved import ResolvedParams
 from huihua.pipelines.sampling import PassSettings, Stage
-
-if TYPE_CHECKING:
-    from huihua.adapters.controlnet import ControlledUNet, PreparedUnit
-    from huihua.engine import Engine
-    from huihua.pipelines.hooks import PipelineHooks
-    from huihua.pipelines.params import GenerationParams
-    from huihua.prompts.conditioning import EmbeddingLookup
+from huihua.prompts.conditioning import EmbeddingLookup
 
 
 @dataclass(frozen=True)
@@ -39,19 +39,24 @@ class Prompts:
 class Job:
     """One generation call: resolved parameters, models, hooks and caches."""
 
-    engine: Engine
-    p: GenerationParams
+    engine: Model
+    rp: ResolvedParams
     prompts: Prompts
     hooks: PipelineHooks
-    refiner: Engine | None = None
+    refiner: Model | None = None
     embeddings: Sequence[EmbeddingLookup | None] | None = None
-    on_step: StepHook | None = None
+    on_step: StepCallback | None = None
     control: tuple[PreparedUnit, ...] = ()  # ControlNet units, preprocessed once per generation
     tiled_vae: bool | None = None  # None: tile VAE calls by size
     used_embeddings: dict[str, None] = field(default_factory=dict)  # placed by the prompt encoder, in order
     _stages: dict[tuple, Stage] = field(default_factory=dict)
 
-    def stage(self, engine: Engine, hires: bool = False) -> Stage:
+    @property
+    def p(self) -> GenerationParams:
+        """The resolved GenerationParams (concrete size and seeds)."""
+        return self.rp.params
+
+    def stage(self, engine: Model, hires: bool = False) -> Stage:
         """``engine`` with the first-pass (or hires-pass) prompts encoded by its towers; cached."""
         key = (id(engine), hires)
         if key not in self._stages:
@@ -83,28 +88,26 @@ class Job:
     def settings(self, width: int, height: int, hires: bool = False) -> PassSettings:
         """Sampler, guidance and SDXL size conditioning of a pass at ``width × height``."""
         p = self.p
-        sampler = (p.hr_sampler_name or p.sampler_name) if hires else p.sampler_name
+        names = self.rp.hires if hires else self.rp.first
         original = (p.sdxl_original_height or height, p.sdxl_original_width or width)
         size = SizeCond(original, (p.sdxl_crop_top, p.sdxl_crop_left), (height, width),
                         p.sdxl_aesthetic_score, p.sdxl_negative_aesthetic_score)
-        return PassSettings(sampler, p.eta, Guidance(p.cfg_scale, p.cfg_rescale), size)
+        return PassSettings(names, p.eta, Guidance(p.cfg_scale, p.cfg_rescale), size)
 
     def controlled_unet(self, sigmas: torch.Tensor, width: int, height: int,
                         hires: bool = False) -> ControlledUNet | None:
         """The UNet with this job's ControlNet units for one pass down ``sigmas`` (None: no units)."""
         if not self.control:
             return None
-        from huihua.adapters.controlnet import controlled_unet
-
         return controlled_unet(self.engine, self.control, sigmas, width, height, hires=hires)
 
 
-def is_inpainting_model(engine: Engine) -> bool:
+def is_inpainting_model(engine: Model) -> bool:
     """Whether the UNet takes the 5 extra channels (mask + masked-image latents) of inpainting models."""
     return engine.spec.unet.in_channels == engine.spec.latent_channels + 5
 
 
-def inpaint_concat(engine: Engine, pixels: torch.Tensor, mask: torch.Tensor,
+def inpaint_concat(engine: Model, pixels: torch.Tensor, mask: torch.Tensor,
                    tiled: bool | None = None) -> torch.Tensor | None:
     """(B, 5, h, w) for 9-channel models: the binary mask and the latents of the picture with the mask blanked.
 
@@ -119,7 +122,7 @@ def inpaint_concat(engine: Engine, pixels: torch.Tensor, mask: torch.Tensor,
     return torch.cat([small.to(latents.dtype), latents], dim=1)
 
 
-def blank_concat(engine: Engine, batch: int, width: int, height: int,
+def blank_concat(engine: Model, batch: int, width: int, height: int,
                  tiled: bool | None = None) -> torch.Tensor | None:
     """The 9-channel conditioning when there is no picture: everything masked (txt2img, hires)."""
     if not is_inpainting_model(engine):

@@ -143,21 +143,6 @@ def _check_side(name: str, value: Any, multiple: int) -> None:
         raise ParameterError(f"{name}: must be a multiple of {multiple}, got {value}")
 
 
-def _check_names(p: GenerationParams) -> None:
-    """Sampler and schedule names must exist (hires ones too when given)."""
-    from huihua.diffusion.names import resolve
-
-    try:
-        resolve(p.sampler_name, p.scheduler)
-    except ParameterError as e:
-        raise ParameterError(f"sampler_name/scheduler: {e}") from None
-    if p.hr_sampler_name or p.hr_scheduler:
-        try:
-            resolve(p.hr_sampler_name or p.sampler_name, p.hr_scheduler or p.scheduler)
-        except ParameterError as e:
-            raise ParameterError(f"hr_sampler_name/hr_scheduler: {e}") from None
-
-
 def hires_size(p: GenerationParams, multiple: int = MIN_MULTIPLE) -> tuple[int, int]:
     """(width, height) of the hires second pass: hr_resize_x/y when set, else size × hr_scale."""
     assert p.width is not None and p.height is not None
@@ -205,7 +190,7 @@ def _validate_sdxl(p: GenerationParams) -> None:
 
 
 def validate(p: GenerationParams, multiple: int = MIN_MULTIPLE) -> None:
-    """Raise ParameterError naming the first field that is out of range."""
+    """Raise ParameterError naming the first field that is out of range (names: ``resolve_params``)."""
     multiple = max(multiple, MIN_MULTIPLE)
     _check_str("prompt", p.prompt)
     _check_str("negative_prompt", p.negative_prompt)
@@ -233,4 +218,3 @@ def validate(p: GenerationParams, multiple: int = MIN_MULTIPLE) -> None:
     _validate_hires(p, multiple)
     _validate_inpaint(p)
     _validate_sdxl(p)
-    _check_names(p)

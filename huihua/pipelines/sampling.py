@@ -10,24 +10,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
-from huihua.pipelines.common import SizeCond, StepHook, sample, sdxl_label
-from huihua.pipelines.conditioning import ControlledUNetFn, Guidance, GuidedDenoiser, LatentBlend, PromptConds
+from huihua.diffusion import samplers
+from huihua.diffusion.guidance import Guidance
+from huihua.diffusion.names import ResolvedNames
+from huihua.diffusion.samplers import Callback as StepCallback
+from huihua.errors import HuihuaError
+from huihua.model import Model
+from huihua.pipelines.common import SizeCond, sample, sdxl_label
+from huihua.pipelines.conditioning import ControlledUNetFn, GuidedDenoiser, LatentBlend, PromptConds
 
-if TYPE_CHECKING:
-    from huihua.engine import Engine
-
-ConcatFn = Callable[["Engine"], "torch.Tensor | None"]
+ConcatFn = Callable[[Model], torch.Tensor | None]
 
 
 @dataclass(frozen=True, eq=False)
 class Stage:
     """A model with the conditionings encoded by its own text towers."""
 
-    engine: Engine
+    engine: Model
     conds: PromptConds
 
 
@@ -35,27 +37,25 @@ class Stage:
 class PassSettings:
     """How one pass samples: sampler, eta, guidance and SDXL size conditioning."""
 
-    sampler_name: str
+    names: ResolvedNames  # sampler and schedule
     eta: float | None
     guidance: Guidance
     size: SizeCond
 
 
-def _label_fn(engine: Engine, size: SizeCond):
+def _label_fn(engine: Model, size: SizeCond):
     if engine.spec.unet.adm_in_channels is None:
         return None
 
     def label(pooled: torch.Tensor | None, negative: bool) -> torch.Tensor:
         if pooled is None:
-            from huihua.errors import HuihuaError
-
             raise HuihuaError(f"{engine.name}: the model needs a pooled text embedding and has none")
         return sdxl_label(engine, pooled, size, negative)
 
     return label
 
 
-def refiner_switch_step(engine: Engine, sigmas: torch.Tensor, switch_at: float) -> int:
+def refiner_switch_step(engine: Model, sigmas: torch.Tensor, switch_at: float) -> int:
     """Index of the first step the refiner runs (len(sigmas)-1 when it never does)."""
     table = engine.model_sampling.sigmas.to(torch.float64)
     n = len(sigmas) - 1
@@ -83,7 +83,7 @@ def run_pass(
     blend: LatentBlend | None = None,
     refiner: Stage | None = None,
     switch_at: float = 1.0,
-    on_step: StepHook | None = None,
+    on_step: StepCallback | None = None,
     unet: ControlledUNetFn | None = None,
 ) -> torch.Tensor:
     """Sample ``x`` (already at ``sigmas[0]``) to the end of ``sigmas``; refiner after the switch.
@@ -96,9 +96,7 @@ def run_pass(
     segments = [(stage, a, b) for stage, a, b in segments if b > a and stage is not None]
     noise_sampler = None
     if len(segments) > 1:
-        from huihua.diffusion import names, samplers
-
-        info = names.sampler_info(names.resolve(settings.sampler_name)[0])
+        info = settings.names.sampler
         host = sigmas.detach().to("cpu", torch.float64).tolist()
         noise_sampler = samplers.default_noise(info, x, host, list(seeds))
     for stage, start, end in segments:
@@ -110,6 +108,6 @@ def run_pass(
             if on_step is not None:
                 on_step(_start + step, x_, denoised, sigma)
 
-        x = sample(settings.sampler_name, denoise, x, sigmas[start : end + 1], seeds, eta=settings.eta,
+        x = sample(settings.names.sampler, denoise, x, sigmas[start : end + 1], seeds, eta=settings.eta,
                    on_step=hook, noise_sampler=noise_sampler)
     return blend.apply(x) if blend is not None else x

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from torch import Tensor
 
-from huihua.checkpoints.specs import VAEConfig
+from huihua.nn.configs import VAEConfig
 from huihua.errors import ParameterError
 from huihua.upscale.tiled import tiled_map
 

@@ -30,7 +30,7 @@ def txt2img_latents(job: Job, seeds: Sequence[int]) -> torch.Tensor:
     p, engine = job.p, job.engine
     assert p.width is not None and p.height is not None
     noise = batch_noise(job, seeds, p.width, p.height)
-    sigmas = full_sigmas(engine, p.sampler_name, p.scheduler, p.steps).to(noise.device)
+    sigmas = full_sigmas(engine, job.rp.first, p.steps).to(noise.device)
     x = noise * sigmas[0].to(noise.dtype)
     n = len(seeds)
     return run_pass(job.stage(engine), job.settings(p.width, p.height), x, sigmas, seeds,

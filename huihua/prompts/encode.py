@@ -9,10 +9,14 @@ pooled vector comes from the tower marked ``pooled`` in the model spec.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
+
+from huihua.checkpoints.specs import TextEncoderUse
+from huihua.families import family_info
+from huihua.model import Model
 
 from huihua.prompts.conditioning import (
     ChunkOptions,
@@ -24,19 +28,27 @@ from huihua.prompts.conditioning import (
     used_embeddings,
 )
 
-if TYPE_CHECKING:
-    from huihua.checkpoints.specs import TextEncoderUse
-    from huihua.engine import Engine, PromptEmbedding
 
 
-def tower_layer(engine: Engine, use: TextEncoderUse, clip_skip: int) -> tuple[int, bool]:
+@dataclass(frozen=True)
+class PromptEmbedding:
+    """Text conditioning: ``context`` (B, T, D) for cross-attention, ``pooled`` (B, P) or None."""
+
+    context: torch.Tensor
+    pooled: torch.Tensor | None
+
+    def __iter__(self) -> Iterator[torch.Tensor | None]:  # allows ``context, pooled = engine.encode_prompt(...)``
+        return iter((self.context, self.pooled))
+
+
+def tower_layer(engine: Model, use: TextEncoderUse, clip_skip: int) -> tuple[int, bool]:
     """(layer, final_norm) a tower is read at; A1111 applies clip skip to SD1 only."""
-    if engine.spec.family == "sd1" and clip_skip > 1:
+    if family_info(engine.spec.family).clip_skip_applies and clip_skip > 1:
         return -min(clip_skip, use.config.layers), True
     return use.layer, use.final_norm
 
 
-def token_encoder(engine: Engine, index: int, clip_skip: int):
+def token_encoder(engine: Model, index: int, clip_skip: int):
     """A ``TokenEncoder`` for text tower ``index`` of ``engine``."""
     use = engine.spec.text_encoders[index]
     module = engine.text_encoders[index]
@@ -55,7 +67,7 @@ def token_encoder(engine: Engine, index: int, clip_skip: int):
     return encode
 
 
-def text_encode_fn(engine: Engine, clip_skip: int = 1,
+def text_encode_fn(engine: Model, clip_skip: int = 1,
                    embeddings: Sequence[EmbeddingLookup | None] | None = None,
                    on_embeddings: Callable[[Sequence[str]], None] | None = None) -> TextEncodeFn:
     """``fn(text) -> (context, pooled)`` for ``build_multicond`` / ``build_cond_schedule``.
@@ -72,7 +84,7 @@ def text_encode_fn(engine: Engine, clip_skip: int = 1,
 
 @torch.inference_mode()
 def encode_prompt(
-    engine: Engine,
+    engine: Model,
     prompt: str,
     clip_skip: int = 1,
     embeddings: Sequence[EmbeddingLookup | None] | None = None,
@@ -82,7 +94,7 @@ def encode_prompt(
 
     ``on_embeddings`` (optional) receives the names of the embeddings placed, first use first.
     """
-    from huihua.engine import PromptEmbedding
+    from huihua.prompts.encode import PromptEmbedding
 
     contexts, pooled = [], None
     for i, use in enumerate(engine.spec.text_encoders):

@@ -16,33 +16,13 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from huihua.checkpoints.specs import Family
+from huihua.families import Family, family_info
 from huihua.errors import ParameterError
-
-# Rows: latent channels 0..3; columns: R, G, B.
-SD1_LATENT_RGB = (
-    (0.3512, 0.2297, 0.3227),
-    (0.3250, 0.4974, 0.2350),
-    (-0.2829, 0.1762, 0.2721),
-    (-0.2120, -0.2616, -0.7177),
-)
-SD1_LATENT_RGB_BIAS = (0.0, 0.0, 0.0)
-SDXL_LATENT_RGB = (
-    (0.3651, 0.4232, 0.4341),
-    (-0.2533, -0.0042, 0.1068),
-    (0.1076, 0.1111, -0.0362),
-    (-0.3165, -0.2492, -0.2188),
-)
-SDXL_LATENT_RGB_BIAS = (0.1084, -0.0175, -0.0011)
-
 
 def latent_rgb_factors(family: Family) -> tuple[Tensor, Tensor]:
     """(4, 3) matrix and (3,) bias of the linear latent -> RGB approximation for a model family."""
-    if family in ("sdxl", "sdxl_refiner"):
-        return torch.tensor(SDXL_LATENT_RGB), torch.tensor(SDXL_LATENT_RGB_BIAS)
-    if family in ("sd1", "sd2"):  # SD2 shares SD1's VAE and latent space
-        return torch.tensor(SD1_LATENT_RGB), torch.tensor(SD1_LATENT_RGB_BIAS)
-    raise ParameterError(f"family: no latent preview factors for {family!r}")
+    row = family_info(family)
+    return torch.tensor(row.latent_rgb), torch.tensor(row.latent_rgb_bias)
 
 
 def latent_to_rgb_approx(latents: Tensor, family: Family) -> np.ndarray:
@@ -65,7 +45,7 @@ class PreviewDecoder(Protocol):
         ...
 
 
-SamplerCallback = Callable[[int, Tensor, Tensor, Tensor], None]
+SamplerCallback = Callable[[int, Tensor, Tensor, float], None]  # the samplers' step callback
 
 
 def preview_image(latents: Tensor, family: Family, decoder: PreviewDecoder | None = None) -> Image.Image:
@@ -81,9 +61,11 @@ def preview_image(latents: Tensor, family: Family, decoder: PreviewDecoder | Non
 class PreviewCallback:
     """Sampler callback ``(step, x, denoised, sigma)`` that emits a PIL preview every ``every`` steps.
 
-    ``emit(step, image)`` receives the previews; ``inner`` (if given) is called on every step first.
-    ``source`` picks what is shown: the model's current estimate of the clean image ("denoised") or
-    the noisy sample ("x").
+    Steps are counted over every call it sees (every pass, every batch of a generation): previews
+    go out at running steps 0, every, 2·every, ... ``emit(step, image)`` receives them; ``inner``
+    (if given) is called on every step first. ``source`` picks what is shown: the model's current
+    estimate of the clean image ("denoised") or the noisy sample ("x"). With ``downscale`` the
+    preview is resized to the picture's size (latent size × downscale).
     """
 
     def __init__(
@@ -94,19 +76,28 @@ class PreviewCallback:
         decoder: PreviewDecoder | None = None,
         inner: SamplerCallback | None = None,
         source: Literal["denoised", "x"] = "denoised",
+        downscale: int | None = None,
     ) -> None:
-        if every < 1:
-            raise ParameterError(f"preview every: must be at least 1 step, got {every}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ParameterError(f"preview_every: must be a whole number of steps >= 1, got {every!r}")
         if source not in ("denoised", "x"):
             raise ParameterError(f"preview source: 'denoised' or 'x', got {source!r}")
-        latent_rgb_factors(family)  # fail now, not in the middle of sampling
-        self._emit, self._family, self._every = emit, family, every
+        if decoder is None:
+            latent_rgb_factors(family)  # fail now, not in the middle of sampling
+        self._emit, self._family, self._every, self._downscale = emit, family, every, downscale
         self._decoder, self._inner, self._source = decoder, inner, source
+        self.steps = 0  # sampling steps seen so far
 
-    def __call__(self, step: int, x: Tensor, denoised: Tensor, sigma: Tensor) -> None:
-        """Forward to ``inner``, then emit a preview when ``step`` is a multiple of ``every``."""
+    def __call__(self, step: int, x: Tensor, denoised: Tensor, sigma: float) -> None:
+        """Forward to ``inner``, then emit a preview when the running step is a multiple of ``every``."""
         if self._inner is not None:
             self._inner(step, x, denoised, sigma)
-        if step % self._every == 0:
-            latents = denoised if self._source == "denoised" else x
-            self._emit(step, preview_image(latents, self._family, self._decoder))
+        count, self.steps = self.steps, self.steps + 1
+        if count % self._every:
+            return
+        latents = denoised if self._source == "denoised" else x
+        image = preview_image(latents, self._family, self._decoder)
+        if self._downscale is not None:
+            size = (latents.shape[-1] * self._downscale, latents.shape[-2] * self._downscale)
+            image = image if image.size == size else image.resize(size, Image.Resampling.BILINEAR)
+        self._emit(count, image)

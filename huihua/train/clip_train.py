@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from huihua.checkpoints.specs import CLIPTextConfig
+from huihua.nn.configs import CLIPTextConfig
 from huihua.checkpoints.tokenizer import CLIPTokenizer
 from huihua.errors import ParameterError
 from huihua.nn.clip import build_text_encoder

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from huihua.checkpoints.detect import ARCH_METADATA_KEY
-from huihua.checkpoints.specs import SD1_TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX, CLIPTextConfig, UNetConfig, VAEConfig
+from huihua.families import SD1_TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX
+from huihua.nn.configs import CLIPTextConfig, UNetConfig, VAEConfig
 from huihua.checkpoints.tokenizer import CLIPTokenizer
 from huihua.errors import ParameterError
 from huihua.nn.unet import UNetModel

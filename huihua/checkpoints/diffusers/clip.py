@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from huihua.checkpoints.specs import TextLayout
+from huihua.nn.configs import TextLayout
 from huihua.errors import CheckpointError
 
 HF_PREFIX = "text_model."

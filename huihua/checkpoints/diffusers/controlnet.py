@@ -22,7 +22,7 @@ from huihua.checkpoints.diffusers.unet import (
 )
 from huihua.checkpoints.detect import count_children, require_shape
 from huihua.checkpoints.io import TensorInfo
-from huihua.checkpoints.specs import UNetConfig
+from huihua.nn.configs import UNetConfig
 from huihua.errors import CheckpointError
 from huihua.nn.controlnet import ControlNetConfig, hint_layer_indices
 

@@ -14,7 +14,7 @@ import torch
 
 from huihua.checkpoints.detect import ARCH_METADATA_KEY
 from huihua.checkpoints.io import DictSource, TensorSource, load_pickle_state_dict, sniff_format
-from huihua.checkpoints.specs import SD1_TEXT_PREFIX, SDXL_TEXT_PREFIXES, UNET_PREFIX, VAE_PREFIX
+from huihua.families import SD1_TEXT_PREFIX, SDXL_TEXT_PREFIXES, UNET_PREFIX, VAE_PREFIX
 from huihua.errors import CheckpointError
 
 _WEIGHT_NAMES = (

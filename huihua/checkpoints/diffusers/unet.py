@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import Tensor
 
-from huihua.checkpoints.specs import UNetConfig
+from huihua.nn.configs import UNetConfig
 from huihua.errors import CheckpointError, ParameterError
 
 # LDM ResBlock layer -> diffusers ResnetBlock2D layer.

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import Tensor
 
-from huihua.checkpoints.specs import VAEConfig
+from huihua.nn.configs import VAEConfig
 from huihua.errors import CheckpointError
 
 _RESNET_LAYERS = {

@@ -114,7 +114,7 @@ def default_noise(info: names.SamplerInfo, x: Tensor, sigmas: list[float], seeds
 
 
 def sample(
-    sampler: str,
+    sampler: str | names.SamplerInfo,
     denoise: Denoiser,
     x: Tensor,
     sigmas: Tensor,
@@ -125,7 +125,7 @@ def sample(
     options: SamplerOptions | None = None,
 ) -> Tensor:
     """Run sampler ``sampler`` from x at sigmas[0] down the schedule; returns the final x (B, ...)."""
-    info = names.sampler_info(names.resolve(sampler)[0])
+    info = sampler if isinstance(sampler, names.SamplerInfo) else names.sampler_info(names.resolve(sampler)[0])
     host = _host_sigmas(sigmas)
     opts = options or SamplerOptions()
     if noise_sampler is None:

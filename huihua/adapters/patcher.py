@@ -22,7 +22,7 @@ from huihua.adapters.lora import LoraPatch, LoraPatchSet, patch_delta
 from huihua.errors import CheckpointError
 
 if TYPE_CHECKING:
-    from huihua.engine import Engine
+    from huihua.model import Model
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,7 +57,7 @@ class WeightPatcher:
         self._applied: tuple[LoraUse, ...] = ()
 
     @classmethod
-    def for_engine(cls, engine: Engine, backup_device: torch.device | str | None = None) -> WeightPatcher:
+    def for_model(cls, engine: Model, backup_device: torch.device | str | None = None) -> WeightPatcher:
         """A patcher over an engine's UNet and text encoders (named as in ``LoraTarget.component``)."""
         components: dict[str, nn.Module | None] = {"unet": engine.unet}
         for i, encoder in enumerate(engine.text_encoders):

@@ -1,17 +1,15 @@
-"""Saving generated images: PNG with A1111 infotext and the JSON replay chunk, never overwriting a file."""
+"""Saving generated images: PNG with A1111 infotext and the JSON replay record, never overwriting a file."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+from PIL import Image
 
 from huihua.errors import HuihuaError
-
-if TYPE_CHECKING:
-    from PIL import Image
-
-    from huihua.engine import GenerationResult
+from huihua.imagefile import write_png
+from huihua.pipelines.types import GenerationResult, ReplayRecord
 
 DEFAULT_OUTDIR = Path("outputs")
 
@@ -33,15 +31,13 @@ def numbered_path(outdir: Path, seed: int) -> Path:
     return free_path(outdir / f"{max(numbers, default=-1) + 1:05d}-{seed}.png")
 
 
-def save_image(image: Image.Image, path: Path, infotext: str, record: dict | None = None) -> Path:
+def save_image(image: Image.Image, path: Path, infotext: str, record: ReplayRecord | None = None) -> Path:
     """Write one PNG at ``path`` or, if taken (even by a racing writer), at the next free name."""
-    from huihua.infotext import write_png
-
     path.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(100):
         target = free_path(path)
         try:
-            return write_png(target, image, infotext, record)
+            return write_png(target, image, infotext, record.to_json() if record is not None else None)
         except HuihuaError:
             if not target.exists():
                 raise
@@ -50,12 +46,11 @@ def save_image(image: Image.Image, path: Path, infotext: str, record: dict | Non
 
 def save_results(result: GenerationResult, output: Path | None, only: int | None = None) -> list[Path]:
     """Write every image of ``result`` (or only image ``only``); returns the paths written."""
-    records = getattr(result, "records", ()) or ()
     paths = []
     indexes = range(len(result.images)) if only is None else [only]
     for i in indexes:
         image, seed, text = result.images[i], result.seeds[i], result.infotexts[i]
-        record = records[i] if i < len(records) else None
+        record = result.records[i] if i < len(result.records) else None
         if output is None:
             path = numbered_path(DEFAULT_OUTDIR, seed)
         else:

@@ -1,0 +1,112 @@
+"""Loading and painting: the typed entry points every client calls.
+
+``load_model(path)`` (None or ``"huihua-default"``: the embedded model), ``generate(model, params,
+inputs, callbacks)``, ``encode_prompt(model, prompt, clip_skip, networks)``, and the hooks over the
+user's adapter folders. ``split_generate_kwargs`` is the keyword sugar of ``Engine.generate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import fields, replace
+from pathlib import Path
+
+import torch
+
+from huihua.adapters.lora_networks import FolderNetworks
+from huihua.adapters.networks import ExtraNetworks
+from huihua.assets import DEFAULT_MODEL_ALIAS, default_model_path
+from huihua.errors import ParameterError, PromptError
+from huihua.model import Model
+from huihua.model import load_model as _load_model
+from huihua.pipelines.generate import generate
+from huihua.pipelines.hooks import PipelineHooks
+from huihua.pipelines.params import GenerationParams
+from huihua.pipelines.types import Callbacks, GenerationInputs
+from huihua.prompts.encode import PromptEmbedding
+from huihua.prompts.encode import encode_prompt as _encode_prompt
+from huihua.prompts.extra_networks import parse_extra_networks
+
+__all__ = ["adapter_hooks", "encode_prompt", "generate", "load_model", "model_path", "split_generate_kwargs"]
+
+
+def model_path(path: str | Path | None) -> Path:
+    """The checkpoint a name means: None or ``"huihua-default"`` is the embedded model."""
+    if path is None or str(path) == DEFAULT_MODEL_ALIAS:
+        return default_model_path()
+    return Path(path)
+
+
+def load_model(
+    path: str | Path | None = None,
+    *,
+    vae: str | Path | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    prediction: str | None = None,
+    zero_terminal_snr: bool | None = None,
+) -> Model:
+    """Load a checkpoint file or diffusers folder (None: the embedded default model) into a Model."""
+    return _load_model(model_path(path), vae=vae, device=device, dtype=dtype, prediction=prediction,
+                       zero_terminal_snr=zero_terminal_snr)
+
+
+def adapter_hooks(lora_dirs: Sequence[str | Path] = (), embedding_dirs: Sequence[str | Path] = ()) -> PipelineHooks:
+    """Pipeline hooks over the user's LoRA and embedding folders (the default hooks when none is given)."""
+    if not lora_dirs and not embedding_dirs:
+        return PipelineHooks()
+    return PipelineHooks(networks=FolderNetworks(lora_dirs, embedding_dirs))
+
+
+def encode_prompt(model: Model, prompt: str, clip_skip: int = 1,
+                  networks: ExtraNetworks | None = None) -> PromptEmbedding:
+    """A plain prompt (emphasis, BREAK, long prompts) to context and pooled, with the embeddings ``networks`` has.
+
+    ``<lora:...>`` tags are applied for the encoding (text-encoder LoRA), then removed.
+    """
+    text, calls = parse_extra_networks(prompt)
+    if networks is None:
+        if calls:
+            raise PromptError(f"<{calls[0].kind}:{calls[0].name}>: no LoRA folder given")
+        return _encode_prompt(model, text, clip_skip=clip_skip)
+    with networks.activate(model, calls) as act, torch.inference_mode():
+        return _encode_prompt(model, text, clip_skip=clip_skip, embeddings=act.embeddings)
+
+
+_INPUT_FIELDS = {f.name for f in fields(GenerationInputs)}
+_CALLBACK_FIELDS = {f.name for f in fields(Callbacks)} | {"callback"}
+
+
+def split_generate_kwargs(params: GenerationParams | None, inputs: GenerationInputs | None,
+                          callbacks: Callbacks | None, kwargs: Mapping[str, object],
+                          hooks: PipelineHooks) -> tuple[GenerationParams, GenerationInputs, Callbacks]:
+    """``(params, inputs, callbacks)`` from ``Engine.generate``'s keywords.
+
+    GenerationParams fields (and the aliases ``sampler=``, ``schedule=``) override ``params``;
+    GenerationInputs and Callbacks fields (``init_images=``, ``mask=``, ``controlnet_units=``,
+    ``callback=``, ``progress=`` ...) override ``inputs`` and ``callbacks``.
+    """
+    param_kw = {k: v for k, v in kwargs.items() if k not in _INPUT_FIELDS and k not in _CALLBACK_FIELDS}
+    input_kw = {k: v for k, v in kwargs.items() if k in _INPUT_FIELDS}
+    callback_kw = {("on_step" if k == "callback" else k): v for k, v in kwargs.items() if k in _CALLBACK_FIELDS}
+    base = params if params is not None else GenerationParams()
+    p = GenerationParams.from_kwargs(**{**base.to_dict(), **param_kw}) if param_kw else base
+    inp = inputs or GenerationInputs(hooks=hooks)
+    if "init_images" in input_kw:
+        input_kw["init_images"] = _images(input_kw["init_images"])
+    if "controlnet_units" in input_kw:
+        input_kw["controlnet_units"] = tuple(input_kw["controlnet_units"] or ())  # type: ignore[call-overload]
+    if input_kw.get("vae") is not None:
+        input_kw["vae"] = Path(input_kw["vae"])  # type: ignore[arg-type]
+    if input_kw.get("hooks") is None:
+        input_kw.pop("hooks", None)
+    cbs = replace(callbacks or Callbacks(), **callback_kw)  # type: ignore[arg-type]
+    return p, replace(inp, **input_kw), cbs  # type: ignore[arg-type]
+
+
+def _images(value: object) -> tuple[object, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)):
+        raise ParameterError(f"init_images: a list of pictures, got {type(value).__name__}")
+    return tuple(value)
