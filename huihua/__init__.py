@@ -12,6 +12,7 @@ Attributes are imported lazily so that ``import huihua`` stays cheap and does no
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from huihua.version import __version__
@@ -31,23 +32,29 @@ _LAZY = {
     "default_model_path": ("huihua.assets", "default_model_path"),
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+__all__ = [
+    "Callbacks", "Engine", "GenerationInputs", "GenerationParams", "GenerationResult", "HuihuaError", "Model",
+    "ModelSpec", "PromptEmbedding", "ReplayRecord", "__version__", "default_model_path", "load",
+]
 
-if TYPE_CHECKING:
-    from huihua.checkpoints.specs import ModelSpec
+if TYPE_CHECKING:  # what the lazy names are, for type checkers (importing them here would load torch)
     from huihua.assets import default_model_path
+    from huihua.checkpoints.specs import ModelSpec
     from huihua.engine import Engine, load
     from huihua.errors import HuihuaError
     from huihua.model import Model
     from huihua.pipelines.params import GenerationParams
-    from huihua.pipelines.types import Callbacks, GenerationInputs, GenerationResult, ReplayRecord
+    from huihua.pipelines.types import (
+        Callbacks,
+        GenerationInputs,
+        GenerationResult,
+        ReplayRecord,
+    )
     from huihua.prompts.encode import PromptEmbedding
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib  # noqa: PLC0415  (lazy on purpose: ``import huihua`` must stay cheap)
-
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'huihua' has no attribute {name!r}")

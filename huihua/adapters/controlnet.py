@@ -28,22 +28,34 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from huihua.adapters.preprocessors import ImageLike, PreprocessorParams, inpaint_control, preprocess, to_rgb_array
+from huihua.adapters.preprocessors import (
+    ImageLike,
+    PreprocessorParams,
+    inpaint_control,
+    preprocess,
+    to_rgb_array,
+)
+from huihua.checkpoints.detect import detect_unet
+from huihua.checkpoints.diffusers.controlnet import (
+    controlnet_config_from_diffusers,
+    controlnet_config_from_diffusers_keys,
+    diffusers_controlnet_to_ldm,
+)
+from huihua.checkpoints.diffusers.folder import read_json, read_weights
 from huihua.checkpoints.io import DictSource, TensorInfo, TensorSource, open_source
-from huihua.nn.configs import UNetConfig
+from huihua.checkpoints.loader import materialize
+from huihua.diffusion.parametrization import ModelSampling
 from huihua.errors import CheckpointError, ParameterError
+from huihua.model import Model
+from huihua.nn.configs import UNetConfig
 from huihua.nn.controlnet import ControlNet, ControlNetConfig, hint_layer_indices
-
-if TYPE_CHECKING:
-    from huihua.diffusion.parametrization import ModelSampling
-    from huihua.model import Model
 
 ControlMode = Literal["Balanced", "My prompt is more important", "ControlNet is more important"]
 ResizeMode = Literal["Just Resize", "Crop and Resize", "Resize and Fill"]
@@ -81,7 +93,6 @@ def _hint_config(shapes: dict[str, TensorInfo], name: str) -> tuple[int, tuple[i
 
 def detect_controlnet(info: dict[str, TensorInfo], prefix: str, base: UNetConfig, name: str) -> ControlNetConfig:
     """Rebuild an LDM-keyed ControlNet's config from shapes; heads are taken from ``base``."""
-    from huihua.checkpoints.detect import detect_unet
 
     shapes = _ldm_unet_shapes(info, prefix)
     unet = detect_unet(shapes, "", name)
@@ -104,12 +115,6 @@ def check_fits(cfg: ControlNetConfig, base: UNetConfig, name: str) -> None:
 
 def _open_controlnet(path: Path, base: UNetConfig) -> tuple[TensorSource, str, ControlNetConfig]:
     """(source, key prefix, config) for a ControlNet file or diffusers folder."""
-    from huihua.checkpoints.diffusers.controlnet import (
-        controlnet_config_from_diffusers,
-        controlnet_config_from_diffusers_keys,
-        diffusers_controlnet_to_ldm,
-    )
-    from huihua.checkpoints.diffusers.folder import read_json, read_weights
 
     name = str(path)
     if path.is_dir():
@@ -142,7 +147,6 @@ def load_controlnet_file(
     base_unet: nn.Module | None = None,
 ) -> ControlNet:
     """Load a ControlNet for a model whose UNet is ``base``; "diff" ControlNets add ``base_unet``'s weights."""
-    from huihua.checkpoints.loader import materialize
 
     p = Path(path)
     source, prefix, cfg = _open_controlnet(p, base)

@@ -28,10 +28,10 @@ from huihua.adapters.lora_formats import (
     FullDiff,
     PatchFactors,
     delta,
+    factors_from_group,
     fits,
     natural_shape,
     split_key,
-    factors_from_group,
 )
 from huihua.adapters.lora_keys import LoraTarget, LoraTargets, ModuleTarget
 from huihua.adapters.textual_inversion import Embedding, embedding_from_tensors

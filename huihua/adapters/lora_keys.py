@@ -20,6 +20,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from huihua.checkpoints.diffusers.clip import ldm_clip_to_hf
+from huihua.checkpoints.diffusers.unet import ldm_unet_to_diffusers
 from huihua.checkpoints.specs import ModelSpec
 from huihua.nn.configs import TextLayout, UNetConfig
 
@@ -90,7 +92,6 @@ def _finish(raw: Mapping[str, Mapping[str, LoraTarget]]) -> dict[str, ModuleTarg
 
 def unet_table(unet: nn.Module, cfg: UNetConfig) -> dict[str, ModuleTarget]:
     """UNet aliases: diffusers paths (kohya SD1/SD2, PEFT) and LDM paths (kohya SDXL), both underscored."""
-    from huihua.checkpoints.diffusers.unet import ldm_unet_to_diffusers
 
     params = dict(unet.named_parameters())
     names = list(params)
@@ -118,7 +119,6 @@ _Part = tuple[str, tuple[int, int] | None, bool, tuple[int, ...]]  # (hf name, r
 
 def _hf_parts(name: str, param: Tensor, layout: TextLayout) -> list[_Part]:
     """transformers names of one of our text-encoder parameters, with row range and transposition."""
-    from huihua.checkpoints.diffusers.clip import ldm_clip_to_hf
 
     out = ldm_clip_to_hf({name: _row_numbers(param.shape)}, layout)
     parts = []

@@ -16,10 +16,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from huihua.adapters.lora import LoraPatchSet, load_lora
 from huihua.adapters.lora_keys import LoraTargets, build_targets
+from huihua.adapters.networks import NetworkActivation
+from huihua.adapters.patcher import LoraUse, WeightPatcher
 from huihua.adapters.registry import (
     EMBEDDING_EXTENSIONS,
     LORA_EXTENSIONS,
@@ -28,14 +29,15 @@ from huihua.adapters.registry import (
     hashes_field,
     list_files,
 )
-from huihua.adapters.textual_inversion import Embedding, TowerEmbeddings, load_embeddings, tower_lookups
+from huihua.adapters.textual_inversion import (
+    Embedding,
+    TowerEmbeddings,
+    load_embeddings,
+    tower_lookups,
+)
 from huihua.errors import PromptError
-from huihua.adapters.patcher import LoraUse, WeightPatcher
-
-if TYPE_CHECKING:
-    from huihua.model import Model
-    from huihua.adapters.networks import NetworkActivation
-    from huihua.prompts.extra_networks import ExtraNetworkCall
+from huihua.model import Model
+from huihua.prompts.extra_networks import ExtraNetworkCall, lora_weights
 
 _LOG = logging.getLogger(__name__)
 LORA_KINDS = ("lora", "lyco")  # A1111 reads <lyco:...> (the old LyCORIS extension's tag) as <lora:...>
@@ -130,8 +132,6 @@ class FolderNetworks:
     @contextmanager
     def activate(self, engine: Model, calls: Sequence[ExtraNetworkCall]) -> Iterator[NetworkActivation]:
         """Apply the prompt's ``<lora:...>`` calls for one generation; restore the weights afterwards."""
-        from huihua.adapters.networks import NetworkActivation
-        from huihua.prompts.extra_networks import lora_weights
 
         uses, hashes = [], []
         for call in calls:

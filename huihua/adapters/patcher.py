@@ -13,16 +13,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from huihua.adapters.lora import LoraPatch, LoraPatchSet, patch_delta
 from huihua.errors import CheckpointError
-
-if TYPE_CHECKING:
-    from huihua.model import Model
+from huihua.model import Model
 
 
 @dataclass(frozen=True, eq=False)

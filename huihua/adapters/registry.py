@@ -23,6 +23,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from huihua.checkpoints.io import sniff_format
 from huihua.errors import CheckpointError, ParameterError, PromptError
 
 LORA_EXTENSIONS = (".safetensors", ".pt", ".ckpt", ".bin")
@@ -102,8 +103,6 @@ def _safetensors_data_offset(path: Path) -> int:
 
 
 def _is_safetensors(path: Path) -> bool:
-    from huihua.checkpoints.io import sniff_format
-
     return sniff_format(path) == "safetensors"
 
 

@@ -7,7 +7,14 @@ file (``hires_hooks``, ``ControlNetCache``) and saving (``save_results``).
 
 from __future__ import annotations
 
-from huihua.api.generation import adapter_hooks, encode_prompt, generate, load_model, model_path, split_generate_kwargs
+from huihua.api.generation import (
+    adapter_hooks,
+    encode_prompt,
+    generate,
+    load_model,
+    model_path,
+    split_generate_kwargs,
+)
 from huihua.api.replay import Replay, model_mismatch, read_replay, replay_from_record
 from huihua.api.resources import ControlNetCache, hires_hooks
 from huihua.api.saving import preview_writer, save_results

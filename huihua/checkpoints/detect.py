@@ -16,10 +16,17 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from huihua.checkpoints.io import TensorInfo
-from huihua.families import SD1_TEXT_PREFIX, SDXL_TEXT_PREFIXES, UNET_PREFIX, VAE_PREFIX, Family, family_info
-from huihua.nn.configs import CLIPTextConfig, UNetConfig, VAEConfig
 from huihua.checkpoints.specs import ModelSpec, TextEncoderUse
 from huihua.errors import DetectionError
+from huihua.families import (
+    SD1_TEXT_PREFIX,
+    SDXL_TEXT_PREFIXES,
+    UNET_PREFIX,
+    VAE_PREFIX,
+    Family,
+    family_info,
+)
+from huihua.nn.configs import CLIPTextConfig, UNetConfig, VAEConfig
 
 ARCH_METADATA_KEY = "huihua.arch"
 

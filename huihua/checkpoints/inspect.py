@@ -7,10 +7,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from huihua.checkpoints.detect import detect_spec
+from huihua.checkpoints.diffusers.folder import (
+    is_diffusers_folder,
+    open_diffusers_folder,
+)
 from huihua.checkpoints.io import TensorSource, open_source, short_hash
-from huihua.families import UNET_PREFIX, VAE_PREFIX
+from huihua.checkpoints.loader import resolve_prediction
 from huihua.checkpoints.specs import ModelSpec
 from huihua.errors import CheckpointError
+from huihua.families import UNET_PREFIX, VAE_PREFIX
 
 
 @dataclass(frozen=True)
@@ -75,11 +80,9 @@ def _count_params(source: TensorSource, spec: ModelSpec) -> tuple[tuple[str, int
 
 def inspect_checkpoint(path: Path, with_hash: bool = True, prediction: str | None = None) -> InspectReport:
     """Detect a checkpoint's architecture and count its parameters without loading its weights."""
-    from huihua.checkpoints.loader import resolve_prediction
 
     scheduler_prediction = None
     if path.is_dir():
-        from huihua.checkpoints.diffusers.folder import is_diffusers_folder, open_diffusers_folder
 
         if not is_diffusers_folder(path):
             raise CheckpointError(f"{path}: a folder, but not a diffusers model (no model_index.json)")

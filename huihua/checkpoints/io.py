@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from huihua.errors import CheckpointError, UnsafePickleError
 
@@ -90,8 +91,6 @@ class SafetensorsSource:
     """A ``.safetensors`` file: header parsed up front, tensors read one by one through safetensors."""
 
     def __init__(self, path: Path) -> None:
-        from safetensors import SafetensorError, safe_open
-
         self.name = str(path)
         self._path = path
         header = _read_safetensors_header(path)

@@ -19,11 +19,19 @@ import torch
 from torch import nn
 
 from huihua.checkpoints.detect import detect_spec, detect_vae
+from huihua.checkpoints.diffusers.folder import (
+    diffusers_vae_file_to_source,
+    is_diffusers_folder,
+    open_diffusers_folder,
+)
 from huihua.checkpoints.io import TensorSource, open_source
-from huihua.families import UNET_PREFIX, VAE_PREFIX
 from huihua.checkpoints.specs import ModelSpec, Prediction
-from huihua.nn.configs import VAEConfig
 from huihua.errors import CheckpointError
+from huihua.families import UNET_PREFIX, VAE_PREFIX
+from huihua.nn.clip import build_text_encoder
+from huihua.nn.configs import VAEConfig
+from huihua.nn.unet import UNetModel
+from huihua.nn.vae import AutoencoderKL
 
 _PREDICTIONS: dict[str, Prediction] = {"eps": "eps", "epsilon": "eps", "v": "v", "v_prediction": "v", "v-prediction": "v"}
 
@@ -116,7 +124,6 @@ def _open_vae_source(path: Path) -> tuple[TensorSource, str]:
         return source, VAE_PREFIX
     if "encoder.conv_in.weight" in keys and "decoder.conv_out.weight" in keys:
         if any(k.startswith("encoder.down_blocks.") for k in keys):
-            from huihua.checkpoints.diffusers.folder import diffusers_vae_file_to_source
 
             return diffusers_vae_file_to_source(source, path), VAE_PREFIX
         return source, ""
@@ -126,7 +133,6 @@ def _open_vae_source(path: Path) -> tuple[TensorSource, str]:
 
 def load_vae(path: Path, expected: VAEConfig, dtype: torch.dtype, device: torch.device) -> nn.Module:
     """Load a separate VAE file whose shapes must fit ``expected``; its own scale factor is kept."""
-    from huihua.nn.vae import AutoencoderKL
 
     source, prefix = _open_vae_source(path)
     try:
@@ -150,10 +156,6 @@ def load_checkpoint(
     prediction: str | None = None,
 ) -> LoadedModel:
     """Load a single-file checkpoint or a diffusers folder into our networks."""
-    from huihua.checkpoints.diffusers.folder import is_diffusers_folder, open_diffusers_folder
-    from huihua.nn.clip import build_text_encoder
-    from huihua.nn.unet import UNetModel
-    from huihua.nn.vae import AutoencoderKL
 
     p = Path(path)
     scheduler_prediction = None

@@ -7,8 +7,6 @@ import argparse
 from huihua.checkpoints.inspect import inspect_checkpoint
 
 
-
-
 def run(args: argparse.Namespace) -> int:
     report = inspect_checkpoint(args.file, with_hash=not args.no_hash)
     for key, value in report.rows():

@@ -21,7 +21,13 @@ from huihua.train.controlnet_train import (
     silhouette_pairs,
     train_controlnet,
 )
-from huihua.train.lora_train import LoraTrainConfig, lora_effect, red_lora_pairs, save_lora, train_lora
+from huihua.train.lora_train import (
+    LoraTrainConfig,
+    lora_effect,
+    red_lora_pairs,
+    save_lora,
+    train_lora,
+)
 
 LORA_NAME = "huihua-red"
 CONTROLNET_NAME = "huihua-silhouette"

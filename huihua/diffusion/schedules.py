@@ -41,7 +41,6 @@ from huihua.errors import ParameterError
 from huihua.families import Family, family_info
 
 
-
 @dataclass(frozen=True)
 class ScheduleOptions:
     """Overrides of a schedule's parameters; None means the model's range or the schedule's default."""

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from huihua.nn.configs import CLIPTextConfig
 from huihua.errors import ParameterError
 from huihua.nn.attention import merge_heads, split_heads
+from huihua.nn.configs import CLIPTextConfig
 
 # Per batch row: (window offset, vectors (N, W)) replacing token embeddings (textual inversion).
 EmbeddingOverrides = list[list[tuple[int, Tensor]]]

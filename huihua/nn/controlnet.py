@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from huihua.nn.configs import UNetConfig
 from huihua.errors import ParameterError
+from huihua.nn.configs import UNetConfig
 from huihua.nn.layers import add_
 from huihua.nn.unet import UNetEncoder
 

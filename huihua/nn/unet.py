@@ -12,10 +12,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from huihua.nn.configs import UNetConfig
 from huihua.errors import ParameterError
 from huihua.nn.attention import SpatialTransformer
-from huihua.nn.layers import Downsample, ResBlock, Upsample, add_, group_norm, norm_silu, timestep_embedding
+from huihua.nn.configs import UNetConfig
+from huihua.nn.layers import (
+    Downsample,
+    ResBlock,
+    Upsample,
+    add_,
+    group_norm,
+    norm_silu,
+    timestep_embedding,
+)
 
 
 class TimestepEmbedSequential(nn.ModuleList):

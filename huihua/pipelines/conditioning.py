@@ -19,7 +19,13 @@ import torch
 
 from huihua.diffusion.guidance import CFGDenoiser, Guidance, Term, needs_uncond
 from huihua.model import Model
-from huihua.prompts.conditioning import CondSchedule, EmbeddingLookup, MultiCond, build_cond_schedule, build_multicond
+from huihua.prompts.conditioning import (
+    CondSchedule,
+    EmbeddingLookup,
+    MultiCond,
+    build_cond_schedule,
+    build_multicond,
+)
 from huihua.prompts.encode import text_encode_fn
 from huihua.prompts.parser import get_learned_conditioning_prompt_schedules
 

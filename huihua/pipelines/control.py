@@ -12,23 +12,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from huihua.adapters.controlnet import (
+    ControlNetUnit,
+    PreparedUnit,
+    check_fits,
+    prepare_units,
+)
+from huihua.adapters.preprocessors import ImageLike, to_rgb_array
 from huihua.errors import ParameterError
-
-if TYPE_CHECKING:
-    from huihua.adapters.controlnet import ControlNetUnit, PreparedUnit
-    from huihua.adapters.preprocessors import ImageLike
-    from huihua.model import Model
+from huihua.model import Model
 
 Box = tuple[int, int, int, int]  # (left, top, right, bottom)
 
 
 def _crop(image: ImageLike, picture_size: tuple[int, int], box: Box) -> Image.Image:
     """``image`` fitted to the picture's size, then cut to ``box`` (the picture's coordinates)."""
-    from huihua.adapters.preprocessors import to_rgb_array
 
     arr = to_rgb_array(image) if not isinstance(image, Image.Image) else None
     pil = image if arr is None else Image.fromarray(arr)
@@ -41,7 +42,6 @@ def _crop(image: ImageLike, picture_size: tuple[int, int], box: Box) -> Image.Im
 def crop_units(units: Sequence[ControlNetUnit | PreparedUnit], picture_size: tuple[int, int],
                box: Box) -> list[ControlNetUnit | PreparedUnit]:
     """Units whose control images (and masks) are cut to the "only masked" box; prepared units pass."""
-    from huihua.adapters.controlnet import ControlNetUnit
 
     out: list[ControlNetUnit | PreparedUnit] = []
     for unit in units:
@@ -54,7 +54,6 @@ def crop_units(units: Sequence[ControlNetUnit | PreparedUnit], picture_size: tup
 
 def check_units(engine: Model, units: Sequence[object]) -> None:
     """ParameterError for a non-unit, CheckpointError for a ControlNet that does not fit this model."""
-    from huihua.adapters.controlnet import ControlNetUnit, PreparedUnit, check_fits
 
     for i, unit in enumerate(units):
         if not isinstance(unit, (ControlNetUnit, PreparedUnit)):
@@ -66,7 +65,6 @@ def check_units(engine: Model, units: Sequence[object]) -> None:
 def prepare_control(units: Sequence[ControlNetUnit | PreparedUnit], width: int, height: int, *,
                     picture_size: tuple[int, int] | None = None, crop: Box | None = None) -> tuple[PreparedUnit, ...]:
     """Preprocess every unit once for a ``width × height`` generation (cropped first for "only masked")."""
-    from huihua.adapters.controlnet import prepare_units
 
     if not units:
         return ()
@@ -76,8 +74,6 @@ def prepare_control(units: Sequence[ControlNetUnit | PreparedUnit], width: int, 
 
 
 def _unit(u: ControlNetUnit | PreparedUnit) -> ControlNetUnit:
-    from huihua.adapters.controlnet import PreparedUnit
-
     return u.unit if isinstance(u, PreparedUnit) else u
 
 

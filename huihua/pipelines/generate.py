@@ -22,23 +22,34 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from huihua.adapters.controlnet import ControlNetUnit, PreparedUnit
+from huihua.diffusion.samplers import Callback as StepCallback
 from huihua.errors import ParameterError
 from huihua.model import Model, with_vae
 from huihua.pipelines.common import decode_to_images, latent_shape, progress_bar
-from huihua.pipelines.control import check_units, control_files, control_infotext, prepare_control
+from huihua.pipelines.control import (
+    check_units,
+    control_files,
+    control_infotext,
+    prepare_control,
+)
 from huihua.pipelines.extras import preview_callback
 from huihua.pipelines.hires import hires_latents, pixel_upscaler
 from huihua.pipelines.hooks import PipelineHooks
 from huihua.pipelines.img2img import fit_init_images, img2img_latents, init_batch
 from huihua.pipelines.infotext import RunInfo, format_infotext_for, json_record
-from huihua.pipelines.inpaint import InpaintSetup, finish, outpaint_canvas, repaint_masks, setup_inpaint
+from huihua.pipelines.inpaint import (
+    InpaintSetup,
+    finish,
+    outpaint_canvas,
+    repaint_masks,
+    setup_inpaint,
+)
 from huihua.pipelines.job import Job, Prompts
 from huihua.pipelines.params import GenerationParams
 from huihua.pipelines.resolved import has_outpaint, mode_of, resolve_params
 from huihua.pipelines.txt2img import txt2img_latents
 from huihua.pipelines.types import Callbacks, GenerationInputs, GenerationResult, Mode
 from huihua.prompts.extra_networks import parse_extra_networks
-from huihua.diffusion.samplers import Callback as StepCallback
 
 
 def _total_steps(p: GenerationParams, mode: Mode) -> int:

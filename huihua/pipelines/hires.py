@@ -16,12 +16,18 @@ import torch
 from PIL import Image
 
 from huihua.errors import ParameterError
-from huihua.pipelines.common import decode_to_images, encode_pixels, images_to_tensor, img2img_sigmas
+from huihua.pipelines.common import (
+    decode_to_images,
+    encode_pixels,
+    images_to_tensor,
+    img2img_sigmas,
+)
 from huihua.pipelines.hooks import PipelineHooks, PixelUpscaler
 from huihua.pipelines.job import Job, blank_concat
 from huihua.pipelines.params import hires_size
 from huihua.pipelines.sampling import run_pass
 from huihua.pipelines.txt2img import batch_noise
+from huihua.upscale.latent import LATENT_MODES, upscale_latents
 
 BUILTIN_PIXEL_UPSCALERS = ("Lanczos", "Nearest", "None")
 
@@ -35,7 +41,6 @@ def _resize(resample: Image.Resampling) -> PixelUpscaler:
 
 def pixel_upscaler(name: str, hooks: PipelineHooks) -> PixelUpscaler | None:
     """The pixel upscaler called ``name``, or None for a latent mode; ParameterError when unknown."""
-    from huihua.upscale.latent import LATENT_MODES
 
     if name in LATENT_MODES:
         return None
@@ -51,7 +56,6 @@ def pixel_upscaler(name: str, hooks: PipelineHooks) -> PixelUpscaler | None:
 
 def upscale_first_pass(job: Job, latents: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """First-pass latents resized to ``width × height`` pixels' worth of latents."""
-    from huihua.upscale.latent import upscale_latents
 
     engine, f = job.engine, job.engine.spec.vae.downscale
     upscaler = pixel_upscaler(job.p.hr_upscaler, job.hooks)

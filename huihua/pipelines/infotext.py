@@ -20,7 +20,6 @@ from huihua.pipelines.types import Mode, ModelFile, ReplayRecord
 from huihua.version import __version__
 
 
-
 @dataclass(frozen=True)
 class RunInfo:
     """What the infotext needs beyond the parameters: the mode, models and extra-network fields."""

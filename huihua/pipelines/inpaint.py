@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from PIL import Image
 
 from huihua.pipelines.images import resize_image
-from huihua.pipelines.masks import MaskPlan, binary_mask, fill_masked, latent_mask, paste_back, plan_mask
+from huihua.pipelines.masks import (
+    MaskPlan,
+    binary_mask,
+    fill_masked,
+    latent_mask,
+    paste_back,
+    plan_mask,
+)
 from huihua.pipelines.outpaint import outpaint_inputs
 from huihua.pipelines.params import GenerationParams
 from huihua.pipelines.resolved import ResolvedParams

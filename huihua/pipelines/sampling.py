@@ -20,7 +20,12 @@ from huihua.diffusion.samplers import Callback as StepCallback
 from huihua.errors import HuihuaError
 from huihua.model import Model
 from huihua.pipelines.common import SizeCond, sample, sdxl_label
-from huihua.pipelines.conditioning import ControlledUNetFn, GuidedDenoiser, LatentBlend, PromptConds
+from huihua.pipelines.conditioning import (
+    ControlledUNetFn,
+    GuidedDenoiser,
+    LatentBlend,
+    PromptConds,
+)
 
 ConcatFn = Callable[[Model], torch.Tensor | None]
 

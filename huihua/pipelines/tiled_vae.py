@@ -12,8 +12,8 @@ from typing import Protocol
 
 from torch import Tensor
 
-from huihua.nn.configs import VAEConfig
 from huihua.errors import ParameterError
+from huihua.nn.configs import VAEConfig
 from huihua.upscale.tiled import tiled_map
 
 

@@ -21,7 +21,12 @@ from huihua.prompts.conditioning import (
     tokenize_prompt,
     used_embeddings,
 )
-from huihua.prompts.extra_networks import ExtraNetworkCall, LoraWeights, lora_weights, parse_extra_networks
+from huihua.prompts.extra_networks import (
+    ExtraNetworkCall,
+    LoraWeights,
+    lora_weights,
+    parse_extra_networks,
+)
 from huihua.prompts.parser import (
     get_learned_conditioning_prompt_schedules,
     get_multicond_prompt_list,

@@ -17,7 +17,6 @@ import torch
 from huihua.checkpoints.specs import TextEncoderUse
 from huihua.families import family_info
 from huihua.model import Model
-
 from huihua.prompts.conditioning import (
     ChunkOptions,
     EmbeddingFix,
@@ -27,7 +26,6 @@ from huihua.prompts.conditioning import (
     tokenize_prompt,
     used_embeddings,
 )
-
 
 
 @dataclass(frozen=True)
@@ -94,7 +92,6 @@ def encode_prompt(
 
     ``on_embeddings`` (optional) receives the names of the embeddings placed, first use first.
     """
-    from huihua.prompts.encode import PromptEmbedding
 
     contexts, pooled = [], None
     for i, use in enumerate(engine.spec.text_encoders):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import os
 import sys
 
 import torch
@@ -31,6 +32,5 @@ def rss_bytes() -> int:
             pages = int(f.read().split()[1])
     except OSError:
         return 0
-    import os
 
     return pages * os.sysconf("SC_PAGE_SIZE")

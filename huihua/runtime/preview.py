@@ -16,8 +16,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from huihua.families import Family, family_info
 from huihua.errors import ParameterError
+from huihua.families import Family, family_info
+
 
 def latent_rgb_factors(family: Family) -> tuple[Tensor, Tensor]:
     """(4, 3) matrix and (3,) bias of the linear latent -> RGB approximation for a model family."""

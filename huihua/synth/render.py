@@ -13,8 +13,14 @@ import math
 import numpy as np
 
 from huihua.errors import ParameterError
-from huihua.synth.scene import (CROSS_ARM, PALETTE, STAR_INNER_RATIO, TRIANGLE_HEIGHT, Scene,
-                                SceneObject)
+from huihua.synth.scene import (
+    CROSS_ARM,
+    PALETTE,
+    STAR_INNER_RATIO,
+    TRIANGLE_HEIGHT,
+    Scene,
+    SceneObject,
+)
 
 _STAR_HALF_SECTOR = math.pi / 5.0  # 36 degrees between an outer and the next inner vertex
 # Unit vectors towards the five tips of an upward star, in image coordinates (y down).

@@ -16,8 +16,14 @@ from itertools import permutations
 import numpy as np
 
 from huihua.synth.captions import parse_caption
-from huihua.synth.detector import Detection, DetectorParams, Detections, detect
-from huihua.synth.scene import PLURALS, CaptionSpec, ObjectClaim, position_holds, relation_holds
+from huihua.synth.detector import Detection, Detections, DetectorParams, detect
+from huihua.synth.scene import (
+    PLURALS,
+    CaptionSpec,
+    ObjectClaim,
+    position_holds,
+    relation_holds,
+)
 
 
 @dataclass(frozen=True)

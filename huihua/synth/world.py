@@ -22,11 +22,28 @@ import numpy as np
 from huihua.errors import HuihuaError, ParameterError
 from huihua.synth.captions import caption_text, parse_caption
 from huihua.synth.render import render
-from huihua.synth.scene import (CANVAS_MARGIN, CATEGORIES, COLOURS, INVERSE_RELATION,
-                                OBJECT_GAP, POSITION_DRAW_CENTER, POSITION_DRAW_EDGE, POSITIONS,
-                                RELATION_DRAW_MARGIN, RELATION_DRAW_SLANT, RELATIONS, SHAPES,
-                                SIZE_RANGES, SIZES, CaptionSpec, ObjectClaim, Scene, SceneObject,
-                                relation_holds, shape_extent)
+from huihua.synth.scene import (
+    CANVAS_MARGIN,
+    CATEGORIES,
+    COLOURS,
+    INVERSE_RELATION,
+    OBJECT_GAP,
+    POSITION_DRAW_CENTER,
+    POSITION_DRAW_EDGE,
+    POSITIONS,
+    RELATION_DRAW_MARGIN,
+    RELATION_DRAW_SLANT,
+    RELATIONS,
+    SHAPES,
+    SIZE_RANGES,
+    SIZES,
+    CaptionSpec,
+    ObjectClaim,
+    Scene,
+    SceneObject,
+    relation_holds,
+    shape_extent,
+)
 
 SPLITS: tuple[str, ...] = ("train", "heldout")
 HELDOUT_CATEGORIES: tuple[str, ...] = ("colors", "counting", "color_attr", "position")

@@ -16,14 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from huihua.nn.configs import CLIPTextConfig
 from huihua.checkpoints.tokenizer import CLIPTokenizer
 from huihua.errors import ParameterError
 from huihua.nn.clip import build_text_encoder
+from huihua.nn.configs import CLIPTextConfig
 from huihua.synth.captions import parse_caption
-from huihua.synth.world import make_batch
+from huihua.synth.scene import COLOURS, SHAPES
+from huihua.synth.world import make_batch, render_caption
 from huihua.train.caption_heads import CaptionHeads, caption_labels, caption_parse_loss
-from huihua.train.vision import ViTConfig, VisionTransformer
+from huihua.train.vision import VisionTransformer, ViTConfig
 
 PAD_TOKEN = 49407  # SD1 windows pad with the end token
 
@@ -125,8 +126,6 @@ def clip_loss_fn(model: TinyCLIP, cfg: CLIPTrainConfig, tokenizer: CLIPTokenizer
 def zero_shot_accuracy(model: TinyCLIP, tokenizer: CLIPTokenizer, seed: int, n: int = 200,
                        tokens: int = 32) -> dict[str, float]:
     """Zero-shot colour x shape classification (40 classes) and in-batch retrieval, top-1."""
-    from huihua.synth.scene import COLOURS, SHAPES
-    from huihua.synth.world import render_caption
 
     device = next(model.parameters()).device
     classes = [f"a {c} {s}" for c in COLOURS for s in SHAPES]

@@ -19,16 +19,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from huihua.adapters.controlnet import ControlNetUnit
 from huihua.errors import ParameterError
 from huihua.nn.controlnet import ControlNet, ControlNetConfig, hint_layer_indices
+from huihua.synth.detector import detect
 from huihua.synth.render import render
-from huihua.synth.scene import PALETTE, CaptionSpec, Scene
-from huihua.train.ddpm_train import (DDPMTrainConfig, LatentDataset, alphas_cumprod, ddpm_loss, loss_options,
-                                     model_objective)
-from huihua.train.lora_train import WorldPairs, encode_pairs, world_pairs
+from huihua.synth.scene import PALETTE, CaptionSpec, Scene, SceneObject
+from huihua.train.ddpm_train import (
+    DDPMTrainConfig,
+    LatentDataset,
+    alphas_cumprod,
+    ddpm_loss,
+    loss_options,
+    model_objective,
+)
 from huihua.train.loop import LoopConfig, step_generator, train_loop
+from huihua.train.lora_train import WorldPairs, encode_pairs, world_pairs
 
 _MIDDLE_ATTENTION = "middle_block.1."  # the middle SpatialTransformer; the 2nd ResBlock follows it
 
@@ -152,7 +162,6 @@ def train_controlnet(engine, pairs: WorldPairs, hints: np.ndarray, cfg: ControlN
 
 def save_controlnet(path: Path, net: ControlNet, metadata: dict[str, str] | None = None) -> Path:
     """Write the ControlNet in the LDM layout (``control_model.*``), fp16 safetensors."""
-    from safetensors.torch import save_file
 
     tensors = {f"control_model.{k}": v.detach().cpu().to(torch.float16).contiguous()
                for k, v in net.state_dict().items()}
@@ -177,8 +186,6 @@ class PlacementProbe:
 
 
 def _probe(colour: str, shape: str, cx: float, cy: float) -> PlacementProbe:
-    from huihua.synth.scene import SceneObject
-
     return PlacementProbe(f"a {colour} {shape}", colour, Scene("black", (SceneObject(shape, colour, 0.38, cx, cy),)))
 
 
@@ -192,7 +199,6 @@ HIT_RADIUS = 0.1
 
 def placement_error(image: np.ndarray, probe: PlacementProbe) -> float:
     """Distance from the hint's centroid to the nearest detected object of the prompt's colour (1 if none)."""
-    from huihua.synth.detector import detect
 
     cx, cy = probe.centre
     found = [o for o in detect(image).objects if o.colour == probe.colour]
@@ -230,9 +236,7 @@ class ControlNetEffect:
 def controlnet_effect(engine, net: ControlNet, probes: tuple[PlacementProbe, ...] = PLACEMENT_PROBES,
                       seeds: tuple[int, ...] = (0, 1), steps: int = 20, weight: float = 1.0) -> ControlNetEffect:
     """Generate every (probe, seed) plain and with the ControlNet unit fed the probe's silhouette."""
-    from PIL import Image
 
-    from huihua.adapters.controlnet import ControlNetUnit
 
     errors: list[list[float]] = [[], []]
     centroids: list[list[float]] = [[], []]

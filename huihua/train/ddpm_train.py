@@ -16,7 +16,10 @@ from torch import Tensor
 
 from huihua.checkpoints.specs import ModelSpec, Prediction
 from huihua.checkpoints.tokenizer import CLIPTokenizer
-from huihua.diffusion.parametrization import rescale_zero_terminal_snr, scaled_linear_alphas_cumprod
+from huihua.diffusion.parametrization import (
+    rescale_zero_terminal_snr,
+    scaled_linear_alphas_cumprod,
+)
 from huihua.errors import ParameterError
 from huihua.nn.clip import CLIPTextEncoder
 from huihua.nn.unet import UNetModel

@@ -17,20 +17,37 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from huihua.checkpoints.detect import ARCH_METADATA_KEY
-from huihua.families import SD1_TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX
-from huihua.nn.configs import CLIPTextConfig, UNetConfig, VAEConfig
 from huihua.checkpoints.tokenizer import CLIPTokenizer
 from huihua.errors import ParameterError
+from huihua.families import SD1_TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX
+from huihua.nn.configs import CLIPTextConfig, UNetConfig, VAEConfig
 from huihua.nn.unet import UNetModel
 from huihua.nn.vae import AutoencoderKL
-from huihua.train.clip_train import CLIPTrainConfig, TinyCLIP, clip_loss_fn, zero_shot_accuracy
-from huihua.train.ddpm_train import DDPMTrainConfig, LatentDataset, ddpm_loss_fn, encode_dataset
+from huihua.train.clip_train import (
+    CLIPTrainConfig,
+    TinyCLIP,
+    clip_loss_fn,
+    zero_shot_accuracy,
+)
+from huihua.train.ddpm_train import (
+    DDPMTrainConfig,
+    LatentDataset,
+    ddpm_loss_fn,
+    encode_dataset,
+)
 from huihua.train.loop import LoopConfig, train_loop
-from huihua.train.vae_train import (VAETrainConfig, decoder_loss_fn, heldout_detector_accuracy, heldout_psnr,
-                                    latent_scale_factor, vae_loss_fn)
+from huihua.train.vae_train import (
+    VAETrainConfig,
+    decoder_loss_fn,
+    heldout_detector_accuracy,
+    heldout_psnr,
+    latent_scale_factor,
+    vae_loss_fn,
+)
 from huihua.train.vision import ViTConfig
 
 CLIP_PREFIX = "huihua_clip."
@@ -193,7 +210,6 @@ def export_state_dict(unet: UNetModel, vae: AutoencoderKL, clip: TinyCLIP) -> di
 def export_model(path: Path, unet: UNetModel, vae: AutoencoderKL, clip: TinyCLIP, recipe: DefaultRecipe,
                  scale_factor: float, metrics: dict) -> Path:
     """Write the single ``.safetensors`` file with ``huihua.arch`` (and the recipe, metrics) metadata."""
-    from safetensors.torch import save_file
 
     metadata = {ARCH_METADATA_KEY: json.dumps(arch_metadata(recipe, scale_factor)),
                 "huihua.prediction": recipe.ddpm.prediction,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from huihua.errors import CheckpointError, ParameterError
 
@@ -80,7 +81,6 @@ def _save_atomic(obj: object, path: Path) -> None:
 
 def _progress(total: int, initial: int, desc: str, enabled: bool):
     """A tqdm bar (tqdm is imported lazily)."""
-    from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, mininterval=5.0,
                 dynamic_ncols=True)

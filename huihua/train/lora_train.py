@@ -21,16 +21,24 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from huihua.adapters.lora_keys import underscore, unet_table
 from huihua.errors import ParameterError
 from huihua.synth.captions import caption_text
+from huihua.synth.detector import detect
 from huihua.synth.render import render
 from huihua.synth.scene import COLOURS, CaptionSpec, Scene
 from huihua.synth.world import sample_scene
 from huihua.train.clip_train import to_pixels
-from huihua.train.ddpm_train import DDPMTrainConfig, LatentDataset, ddpm_loss_fn, model_objective, text_context
+from huihua.train.ddpm_train import (
+    DDPMTrainConfig,
+    LatentDataset,
+    ddpm_loss_fn,
+    model_objective,
+    text_context,
+)
 from huihua.train.loop import LoopConfig, train_loop
 
 # Attention projections of every SpatialTransformer block (self- and cross-attention), and its MLP.
@@ -200,7 +208,6 @@ def kohya_state_dict(network: LoraNetwork, unet: nn.Module, unet_cfg) -> dict[st
 
 def save_lora(path: Path, network: LoraNetwork, engine, metadata: dict[str, str] | None = None) -> Path:
     """Write the LoRA as a kohya-format ``.safetensors`` (with ``ss_network_*`` metadata)."""
-    from safetensors.torch import save_file
 
     meta = {"ss_network_module": "networks.lora", "ss_network_dim": str(network.rank),
             "ss_network_alpha": f"{network.alpha:g}", "ss_base_model_version": "sd_v1",
@@ -249,14 +256,12 @@ RED_PROBE_PROMPTS = ("a blue square", "a green circle", "a yellow star", "a whit
 
 def has_colour(image: np.ndarray, colour: str) -> bool:
     """Whether the detector finds an object of ``colour`` in an RGB uint8 picture."""
-    from huihua.synth.detector import detect
 
     return any(o.colour == colour for o in detect(image).objects)
 
 
 def has_background(image: np.ndarray, colour: str) -> bool:
     """Whether the detector reads the picture's background as ``colour``."""
-    from huihua.synth.detector import detect
 
     return detect(image).background == colour
 

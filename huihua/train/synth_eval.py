@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from huihua.errors import ParameterError
+from huihua.synth import evaluate as ev
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,6 @@ def limited(prompts: list[str], per_category: int, limit: int | None) -> list[st
 
 def prompt_sets(limit: int | None = None) -> dict[str, list[str]]:
     """The fixed in-distribution and held-out prompt sets, optionally cut to ``limit`` per category."""
-    from huihua.synth import evaluate as ev
 
     return {"in_distribution": limited(ev.in_distribution_prompts(), ev.IN_DISTRIBUTION_PER_CATEGORY, limit),
             "heldout": limited(ev.heldout_prompts(), ev.HELDOUT_PER_CATEGORY, limit)}

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from huihua.nn.vae import AutoencoderKL
+from huihua.synth.scoring import score
 from huihua.synth.world import make_batch
 from huihua.train.clip_train import to_pixels
 from huihua.train.loop import step_generator
@@ -101,7 +102,6 @@ def heldout_psnr(vae: AutoencoderKL, seed: int, n: int = 64) -> float:
 def heldout_detector_accuracy(vae: AutoencoderKL, seed: int, n: int = 64) -> float:
     """Share of ``n`` held-out renders whose reconstruction the world's detector still judges true to
     the caption: the ceiling the autoencoder sets on the benchmark."""
-    from huihua.synth.scoring import score
 
     _, captions, recon = _heldout_reconstructions(vae, seed, n)
     return sum(score(image, caption).correct for image, caption in zip(recon, captions)) / n

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
 from torch import Tensor
 
 from huihua.errors import HuihuaError, ParameterError
-
-if TYPE_CHECKING:
-    from huihua.upscale.models import Upscaler
+from huihua.upscale.lanczos import lanczos_to
+from huihua.upscale.models import Upscaler
 
 TileFn = Callable[[Tensor], Tensor]
 MAX_SCALE = 16.0
@@ -133,7 +131,6 @@ def upscale(
     then the result is resized to exactly ``round(size * scale)`` with Lanczos. ``tile=0`` runs the
     whole image at once.
     """
-    from huihua.upscale.lanczos import lanczos_to
 
     target = float(upscaler.scale if scale is None else scale)
     if not 0 < target <= MAX_SCALE:

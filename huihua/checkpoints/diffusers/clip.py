@@ -15,8 +15,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from huihua.nn.configs import TextLayout
 from huihua.errors import CheckpointError
+from huihua.nn.configs import TextLayout
 
 HF_PREFIX = "text_model."
 HF_PROJECTION = "text_projection.weight"

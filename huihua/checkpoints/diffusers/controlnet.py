@@ -14,16 +14,16 @@ from typing import Any
 
 from torch import Tensor
 
+from huihua.checkpoints.detect import count_children, require_shape
 from huihua.checkpoints.diffusers.unet import (
     diffusers_unet_config,
     diffusers_unet_to_ldm,
     ldm_unet_to_diffusers,
     unet_config_from_diffusers,
 )
-from huihua.checkpoints.detect import count_children, require_shape
 from huihua.checkpoints.io import TensorInfo
-from huihua.nn.configs import UNetConfig
 from huihua.errors import CheckpointError
+from huihua.nn.configs import UNetConfig
 from huihua.nn.controlnet import ControlNetConfig, hint_layer_indices
 
 _DIFFUSERS_OWN = ("controlnet_cond_embedding.", "controlnet_down_blocks.", "controlnet_mid_block.")

@@ -11,11 +11,26 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
-from huihua.checkpoints.detect import ARCH_METADATA_KEY
-from huihua.checkpoints.io import DictSource, TensorSource, load_pickle_state_dict, sniff_format
-from huihua.families import SD1_TEXT_PREFIX, SDXL_TEXT_PREFIXES, UNET_PREFIX, VAE_PREFIX
+from huihua.checkpoints.detect import ARCH_METADATA_KEY, detect_vae
+from huihua.checkpoints.diffusers.clip import hf_clip_to_ldm
+from huihua.checkpoints.diffusers.unet import (
+    diffusers_unet_to_ldm,
+    unet_config_from_diffusers,
+)
+from huihua.checkpoints.diffusers.vae import (
+    diffusers_vae_to_ldm,
+    vae_config_from_diffusers,
+)
+from huihua.checkpoints.io import (
+    DictSource,
+    TensorSource,
+    load_pickle_state_dict,
+    sniff_format,
+)
 from huihua.errors import CheckpointError
+from huihua.families import SD1_TEXT_PREFIX, SDXL_TEXT_PREFIXES, UNET_PREFIX, VAE_PREFIX
 
 _WEIGHT_NAMES = (
     "diffusion_pytorch_model.safetensors", "model.safetensors",
@@ -48,7 +63,6 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
         f = folder / name
         if f.is_file():
             if sniff_format(f) == "safetensors":
-                from safetensors.torch import load_file
 
                 try:
                     return load_file(str(f))
@@ -66,8 +80,6 @@ def _component(root: Path, index: dict, name: str) -> Path | None:
 
 
 def _convert_text_encoder(folder: Path, layout: str, prefix: str, tensors: dict, arch: dict) -> None:
-    from huihua.checkpoints.diffusers.clip import hf_clip_to_ldm
-
     cfg = read_json(folder / "config.json")
     for k, v in hf_clip_to_ldm(read_weights(folder), layout).items():
         tensors[prefix + k] = v
@@ -76,8 +88,6 @@ def _convert_text_encoder(folder: Path, layout: str, prefix: str, tensors: dict,
 
 def open_diffusers_folder(root: Path) -> tuple[TensorSource, str | None]:
     """Read a diffusers folder into an LDM-keyed source; also return the scheduler's prediction type."""
-    from huihua.checkpoints.diffusers.unet import diffusers_unet_to_ldm, unet_config_from_diffusers
-    from huihua.checkpoints.diffusers.vae import diffusers_vae_to_ldm, vae_config_from_diffusers
 
     index = read_json(root / "model_index.json")
     unet_dir = _component(root, index, "unet")
@@ -130,8 +140,6 @@ def open_diffusers_folder(root: Path) -> tuple[TensorSource, str | None]:
 
 def diffusers_vae_file_to_source(source: TensorSource, path: Path) -> TensorSource:
     """A single diffusers-format VAE file (``encoder.down_blocks.*``) as an LDM-keyed source."""
-    from huihua.checkpoints.detect import detect_vae
-    from huihua.checkpoints.diffusers.vae import diffusers_vae_to_ldm, vae_config_from_diffusers
 
     info = source.info()
     tensors = {k: source.get(k) for k in list(info)}

@@ -12,8 +12,8 @@ from typing import Any
 
 from torch import Tensor
 
-from huihua.nn.configs import UNetConfig
 from huihua.errors import CheckpointError, ParameterError
+from huihua.nn.configs import UNetConfig
 
 # LDM ResBlock layer -> diffusers ResnetBlock2D layer.
 _RES_LAYERS = {

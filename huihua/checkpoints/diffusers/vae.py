@@ -11,8 +11,8 @@ from typing import Any
 
 from torch import Tensor
 
-from huihua.nn.configs import VAEConfig
 from huihua.errors import CheckpointError
+from huihua.nn.configs import VAEConfig
 
 _RESNET_LAYERS = {
     "norm1": "norm1",

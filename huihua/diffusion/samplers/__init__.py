@@ -33,7 +33,11 @@ import torch
 from torch import Tensor
 
 from huihua.diffusion import names
-from huihua.diffusion.noise import BrownianTreeNoiseSampler, GaussianNoiseSampler, NoiseSampler
+from huihua.diffusion.noise import (
+    BrownianTreeNoiseSampler,
+    GaussianNoiseSampler,
+    NoiseSampler,
+)
 from huihua.diffusion.samplers.core import Callback, Context, Denoiser, SamplerOptions
 from huihua.diffusion.samplers.dpm_solver import dpm_adaptive, dpm_fast
 from huihua.diffusion.samplers.euler import (
@@ -46,7 +50,13 @@ from huihua.diffusion.samplers.euler import (
     heun,
     lcm,
 )
-from huihua.diffusion.samplers.multistep import dpmpp_2m, dpmpp_2m_sde, dpmpp_3m_sde, lms, plms
+from huihua.diffusion.samplers.multistep import (
+    dpmpp_2m,
+    dpmpp_2m_sde,
+    dpmpp_3m_sde,
+    lms,
+    plms,
+)
 from huihua.diffusion.samplers.restart import restart
 from huihua.diffusion.samplers.singlestep import dpmpp_2s_ancestral, dpmpp_sde
 from huihua.diffusion.samplers.unipc import unipc
