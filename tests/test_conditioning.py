@@ -22,7 +22,6 @@ from huihua.prompts import (
     build_cond_schedule,
     build_multicond,
     encode_chunks,
-    encode_prompt,
     stack_conds,
     tokenize_prompt,
     used_embeddings,
@@ -236,7 +235,9 @@ def test_encode_chunks_weights_each_window_and_concatenates() -> None:
 
 def test_encode_passes_embedding_overrides() -> None:
     enc = FakeEncoder()
-    context, _ = encode_prompt("w1 emb", TOK, enc, ChunkOptions(emphasis="Ignore"), FakeEmbeddings())
+    options = ChunkOptions(emphasis="Ignore")
+    chunked = tokenize_prompt("w1 emb", TOK, options, FakeEmbeddings())
+    context, _ = encode_chunks(chunked.chunks, enc, options.emphasis)
     _, overrides = enc.calls[0]
     assert [[(f.offset, f.embedding.name) for f in row] for row in overrides] == [[(2, "emb")]]
     expected = 7.0 + 0.01 * torch.arange(2, 5, dtype=torch.float32)[:, None].expand(3, D)

@@ -19,7 +19,7 @@ from huihua.adapters.textual_inversion import Embedding, TowerEmbeddings, load_e
 from huihua.checkpoints.tokenizer import CLIPTokenizer
 from huihua.errors import CheckpointError, UnsafePickleError
 from huihua.prompts.conditioning import CHUNK_LENGTH, ChunkOptions, tokenize_prompt
-from huihua.prompts.encode import encode_prompt
+from huihua.prompts.encode import encode_text
 from tests.test_lora import TinyModel, tiny_model
 
 SPARE_IDS = (49000, 49001, 49002, 49003)  # rows the oracle overwrites (below the end token 49407)
@@ -146,12 +146,12 @@ def test_vectors_land_at_the_name_positions_of_the_conditioning(family):
     assert skipped == ()
     prompt = "a photo of shiny_style, red"
     engine = fake_engine(model)
-    with_name = encode_prompt(engine, prompt, embeddings=lookups).context
+    with_name = encode_text(engine, prompt, embeddings=lookups).context
     expected = torch.cat(oracle_context(model, prompt, lookups), dim=-1)
     assert with_name.shape == expected.shape == (1, 77, sum(widths))
     assert (with_name - expected).abs().max().item() <= 1e-6
     # the embedding changes the conditioning, compared with the same text read as plain words
-    plain = encode_prompt(engine, prompt).context
+    plain = encode_text(engine, prompt).context
     assert (with_name - plain).abs().max().item() > 1e-3
-    without = encode_prompt(engine, "a photo of, red", embeddings=lookups).context
+    without = encode_text(engine, "a photo of, red", embeddings=lookups).context
     assert (with_name - without).abs().max().item() > 1e-3

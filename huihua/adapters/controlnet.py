@@ -408,7 +408,7 @@ class ControlledUNet:
         unit = self.units[index]
         f = unit.unit.model.control_cfg.hint_downscale
         h, w = x.shape[-2] * f, x.shape[-1] * f
-        key = (index, h, w, x.device, unit.unit.model.input_blocks[0][0].weight.dtype)
+        key = (index, h, w, x.device, next(unit.unit.model.parameters()).dtype)
         if key not in self._hints:
             self._hints[key] = unit.hint(w, h).to(device=x.device, dtype=key[-1])
         return self._hints[key]
@@ -428,8 +428,8 @@ class ControlledUNet:
             outs = net(x_in, self._hint(index, x), timesteps, context, y)
             scales = control_scales(len(outs), unit.weight, unit.soft_injection or _forced_soft(unit, self.hires))
             mask = _row_mask(cond_mask, x) if unit.cond_only else None
-            outs = [o * s if mask is None else o * (mask.to(o.dtype) * s) for o, s in zip(outs, scales)]
-            total = outs if total is None else [a + b for a, b in zip(total, outs)]
+            outs = [o * s if mask is None else o * (mask.to(o.dtype) * s) for o, s in zip(outs, scales, strict=True)]
+            total = outs if total is None else [a + b for a, b in zip(total, outs, strict=True)]
         return total
 
     def __call__(
@@ -447,7 +447,7 @@ class ControlledUNet:
         mask = None if cond_mask is None else torch.as_tensor(cond_mask, dtype=torch.bool)
         total = self.residuals(x, timesteps, context, y, mask)
         if control is not None:
-            total = list(control) if total is None else [a + b for a, b in zip(total, control)]
+            total = list(control) if total is None else [a + b for a, b in zip(total, control, strict=True)]
         return self.unet(x, timesteps, context, y=y, control=total)
 
 

@@ -166,7 +166,8 @@ def factors_from_group(module: str, group: Mapping[str, Tensor], where: str) -> 
         parts = [g(k) for k in ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")]
         if any(p is None for p in parts):
             raise CheckpointError(f"{where}: {module}: LoHa lacks some of hada_w1_a/w1_b/w2_a/w2_b")
-        return LohaFactors(*parts, g("hada_t1"), g("hada_t2"), alpha, scale)  # type: ignore[arg-type]
+        w1a, w1b, w2a, w2b = (p for p in parts if p is not None)
+        return LohaFactors(w1a, w1b, w2a, w2b, g("hada_t1"), g("hada_t2"), alpha, scale)
     if any(k.startswith("lokr_") for k in group):
         w = LokrFactors(g("lokr_w1"), g("lokr_w1_a"), g("lokr_w1_b"), g("lokr_w2"), g("lokr_w2_a"),
                         g("lokr_w2_b"), g("lokr_t2"), alpha, scale)

@@ -121,7 +121,7 @@ def _hf_parts(name: str, param: Tensor, layout: TextLayout) -> list[_Part]:
     """transformers names of one of our text-encoder parameters, with row range and transposition."""
 
     out = ldm_clip_to_hf({name: _row_numbers(param.shape)}, layout)
-    parts = []
+    parts: list[_Part] = []
     for hf_name, value in out.items():
         shape = tuple(value.shape)
         if len(out) > 1:
@@ -153,7 +153,7 @@ def build_targets(spec: ModelSpec, unet: nn.Module, text_encoders: Sequence[nn.M
     if len(text_encoders) != len(uses):
         raise ValueError(f"{len(text_encoders)} text encoders given for a spec with {len(uses)}")
     spaces: tuple[Namespace, ...] = ("te",) if len(uses) == 1 else ("te1", "te2")
-    for i, (space, use, encoder) in enumerate(zip(spaces, uses, text_encoders)):
+    for i, (space, use, encoder) in enumerate(zip(spaces, uses, text_encoders, strict=True)):
         component: Component = "text_encoder_0" if i == 0 else "text_encoder_1"
         tables[space] = text_table(encoder, use.config.layout, component)
     return LoraTargets(spec.family, tables)

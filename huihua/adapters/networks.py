@@ -46,5 +46,7 @@ class NoNetworks:
     def activate(self, engine: Model, calls: Sequence[ExtraNetworkCall]) -> Iterator[NetworkActivation]:
         """Refuse the first call with a PromptError naming it; yield an empty activation otherwise."""
         for call in calls:
-            raise PromptError(f"<{call.kind}:{call.name}>: unknown {call.kind} {call.name!r} (no {call.kind} folder given)")
+            raise PromptError(
+                f"<{call.kind}:{call.name}>: unknown {call.kind} {call.name!r} (no {call.kind} folder given)"
+            )
         yield NetworkActivation()

@@ -111,7 +111,7 @@ class WeightPatcher:
     def apply(self, uses: Sequence[LoraUse]) -> None:
         """Make the weights equal the originals plus ``uses``; a no-op when that is already so."""
         uses = tuple(uses)
-        if len(uses) == len(self._applied) and all(a.same_as(b) for a, b in zip(uses, self._applied)):
+        if len(uses) == len(self._applied) and all(a.same_as(b) for a, b in zip(uses, self._applied, strict=True)):
             return
         self.restore()
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
+from os import PathLike
 from pathlib import Path
 
 import torch
@@ -23,8 +24,7 @@ from huihua.pipelines.generate import generate
 from huihua.pipelines.hooks import PipelineHooks
 from huihua.pipelines.params import GenerationParams
 from huihua.pipelines.types import Callbacks, GenerationInputs
-from huihua.prompts.encode import PromptEmbedding
-from huihua.prompts.encode import encode_prompt as _encode_prompt
+from huihua.prompts.encode import PromptEmbedding, encode_text
 from huihua.prompts.extra_networks import parse_extra_networks
 
 __all__ = ["adapter_hooks", "encode_prompt", "generate", "load_model", "model_path", "split_generate_kwargs"]
@@ -68,9 +68,9 @@ def encode_prompt(model: Model, prompt: str, clip_skip: int = 1,
     if networks is None:
         if calls:
             raise PromptError(f"<{calls[0].kind}:{calls[0].name}>: no LoRA folder given")
-        return _encode_prompt(model, text, clip_skip=clip_skip)
+        return encode_text(model, text, clip_skip=clip_skip)
     with networks.activate(model, calls) as act, torch.inference_mode():
-        return _encode_prompt(model, text, clip_skip=clip_skip, embeddings=act.embeddings)
+        return encode_text(model, text, clip_skip=clip_skip, embeddings=act.embeddings)
 
 
 _INPUT_FIELDS = {f.name for f in fields(GenerationInputs)}
@@ -92,21 +92,23 @@ def split_generate_kwargs(params: GenerationParams | None, inputs: GenerationInp
     base = params if params is not None else GenerationParams()
     p = GenerationParams.from_kwargs(**{**base.to_dict(), **param_kw}) if param_kw else base
     inp = inputs or GenerationInputs(hooks=hooks)
-    if "init_images" in input_kw:
-        input_kw["init_images"] = _images(input_kw["init_images"])
-    if "controlnet_units" in input_kw:
-        input_kw["controlnet_units"] = tuple(input_kw["controlnet_units"] or ())  # type: ignore[call-overload]
-    if input_kw.get("vae") is not None:
-        input_kw["vae"] = Path(input_kw["vae"])  # type: ignore[arg-type]
+    for name in ("init_images", "controlnet_units"):
+        if name in input_kw:
+            input_kw[name] = _as_tuple(name, input_kw[name])
+    vae = input_kw.get("vae")
+    if vae is not None:
+        if not isinstance(vae, (str, PathLike)):
+            raise ParameterError(f"vae: a file path, got {type(vae).__name__}")
+        input_kw["vae"] = Path(vae)
     if input_kw.get("hooks") is None:
         input_kw.pop("hooks", None)
     cbs = replace(callbacks or Callbacks(), **callback_kw)  # type: ignore[arg-type]
     return p, replace(inp, **input_kw), cbs  # type: ignore[arg-type]
 
 
-def _images(value: object) -> tuple[object, ...]:
+def _as_tuple(name: str, value: object) -> tuple[object, ...]:
     if value is None:
         return ()
     if not isinstance(value, (list, tuple)):
-        raise ParameterError(f"init_images: a list of pictures, got {type(value).__name__}")
+        raise ParameterError(f"{name}: a list, got {type(value).__name__}")
     return tuple(value)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -33,7 +35,9 @@ from huihua.nn.configs import VAEConfig
 from huihua.nn.unet import UNetModel
 from huihua.nn.vae import AutoencoderKL
 
-_PREDICTIONS: dict[str, Prediction] = {"eps": "eps", "epsilon": "eps", "v": "v", "v_prediction": "v", "v-prediction": "v"}
+_PREDICTIONS: dict[str, Prediction] = {
+    "eps": "eps", "epsilon": "eps", "v": "v", "v_prediction": "v", "v-prediction": "v"
+}
 
 
 @dataclass
@@ -49,13 +53,16 @@ class LoadedModel:
     unexpected: dict[str, list[str]] = field(default_factory=dict)
 
 
+M = TypeVar("M", bound=nn.Module)
+
+
 def materialize(
-    factory: Callable[[], nn.Module],
+    factory: Callable[[], M],
     source: TensorSource,
     prefix: str,
     dtype: torch.dtype,
     device: torch.device,
-) -> tuple[nn.Module, list[str]]:
+) -> tuple[M, list[str]]:
     """Build ``factory()`` on the meta device and fill every parameter from ``source[prefix + name]``.
 
     Returns the module (in eval mode, no grads) and the keys under ``prefix`` it did not use.
@@ -174,13 +181,15 @@ def load_checkpoint(
         texts = []
         for i, use in enumerate(spec.text_encoders):
             te, unexpected[f"text_encoder_{i}"] = materialize(
-                lambda use=use: build_text_encoder(use.config), source, use.prefix, dtype, device
+                partial(build_text_encoder, use.config), source, use.prefix, dtype, device
             )
             texts.append(te)
         if vae is not None:
             vae_module = load_vae(Path(vae), spec.vae, dtype, device)
         else:
-            vae_module, unexpected["vae"] = materialize(lambda: AutoencoderKL(spec.vae), source, VAE_PREFIX, dtype, device)
+            vae_module, unexpected["vae"] = materialize(
+                lambda: AutoencoderKL(spec.vae), source, VAE_PREFIX, dtype, device
+            )
     finally:
         source.close()
     return LoadedModel(spec, unet, vae_module, tuple(texts), str(p), unexpected)

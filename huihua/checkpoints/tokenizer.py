@@ -9,6 +9,7 @@ character is lower-cased on its own; then CLIP's pre-tokenizer regex, the byte-t
 from __future__ import annotations
 
 import gzip
+import itertools
 import unicodedata
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
@@ -107,7 +108,7 @@ class CLIPTokenizer:
         parts = [*word[:-1], word[-1] + END_OF_WORD]
         while len(parts) > 1:
             best_rank, best = None, None
-            for pair in zip(parts, parts[1:]):
+            for pair in itertools.pairwise(parts):
                 rank = self.ranks.get(pair)
                 if rank is not None and (best_rank is None or rank < best_rank):
                     best_rank, best = rank, pair

@@ -19,7 +19,7 @@ from huihua.pipelines.seeds import resolve_seed
 
 
 def run(args: argparse.Namespace) -> int:
-    axes = [parse_axis(a) if a else None for a in (args.x, args.y, args.z)]
+    x, y, z = (parse_axis(a) if a else None for a in (args.x, args.y, args.z))
     base, _ = cli_params(args)
     base = replace(base, seed=resolve_seed(base.seed), subseed=resolve_seed(base.subseed))
     model = load_model(args)
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
                          record))
         return result
 
-    for page in run_grid(base, *axes, paint):
+    for page in run_grid(base, x, y, z, paint):
         images = [[cell.images[0] for cell in row] for row in page.cells]
         grid = draw_grid(images, page.x_labels, page.y_labels, page.title)
         print(save_image(grid, outdir / f"{stem}.png", page.cells[0][0].infotexts[0]))

@@ -42,7 +42,8 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subseed-strength", type=float, default=None, help="variation strength, 0..1")
     p.add_argument("--seed-resize-from-w", type=int, default=None)
     p.add_argument("--seed-resize-from-h", type=int, default=None)
-    p.add_argument("--width", "-W", type=int, default=None, help="default: the model's native size (img2img: the picture's)")
+    p.add_argument("--width", "-W", type=int, default=None,
+                   help="default: the model's native size (img2img: the picture's)")
     p.add_argument("--height", "-H", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--n-iter", type=int, default=None, help="number of batches")

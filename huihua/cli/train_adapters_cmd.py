@@ -83,7 +83,8 @@ def _controlnet(engine: Engine, args: argparse.Namespace, work: Path, log: Calla
     if not args.no_measure:
         effect = controlnet_effect(engine, engine.load_controlnet(path), seeds=(0, 1, 2, 3))
         print(f"controlnet: object within 0.1 of the hint {effect.without:.2f} without, "
-              f"{effect.with_controlnet:.2f} with; median colour-centroid distance {effect.median_error_without:.3f} -> "
+              f"{effect.with_controlnet:.2f} with; median colour-centroid distance "
+              f"{effect.median_error_without:.3f} -> "
               f"{effect.median_error_with:.3f} ({effect.pictures} probes x seeds, 20 Euler steps, cfg 5)")
 
 

@@ -15,13 +15,12 @@ from huihua.upscale import lanczos, load_upscaler, upscale
 
 def run(args: argparse.Namespace) -> int:
     try:
-        image = Image.open(args.image)
-        image.load()
+        with Image.open(args.image) as opened:
+            image = opened.convert("RGB")
     except FileNotFoundError:
         raise ParameterError(f"{args.image}: no such file") from None
     except (UnidentifiedImageError, OSError):
         raise ParameterError(f"{args.image}: not an image Pillow can read") from None
-    image = image.convert("RGB")
     if args.model.lower() == "lanczos":
         result = lanczos(image, args.scale or 2.0)
     else:

@@ -90,7 +90,9 @@ class CFGDenoiser:
             n = len(idxs)
             context = torch.cat([terms[i].context.to(x.device).expand(b, -1, -1) for i in idxs])
             labels = [terms[i].y for i in idxs]
-            y = None if labels[0] is None else torch.cat([lab.to(x.device).expand(b, -1) for lab in labels if lab is not None])
+            y = None if labels[0] is None else torch.cat(
+                [lab.to(x.device).expand(b, -1) for lab in labels if lab is not None]
+            )
             cond_mask = torch.tensor([not terms[i].uncond for i in idxs for _ in range(b)])
             self._inputs = (context, y, cond_mask)
             try:

@@ -129,7 +129,7 @@ class VirtualBrownianTree:
 
     def _normal(self, *key: int) -> Tensor:
         out = torch.empty((len(self.seeds), *self._shape))
-        for row, seed in zip(out, self.seeds):
+        for row, seed in zip(out, self.seeds, strict=True):
             self._gen.manual_seed(mix_seed(seed, *key))
             torch.randn(self._shape, generator=self._gen, out=row)
         return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -97,7 +98,8 @@ class HFEncoderLayer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, T, W) -> (B, T, W)."""
         x = x + self.self_attn(self.layer_norm1(x))
-        return x + self.mlp.fc2(self.act(self.mlp.fc1(self.layer_norm2(x))))
+        fc1, fc2 = cast(nn.Linear, self.mlp.fc1), cast(nn.Linear, self.mlp.fc2)
+        return x + fc2(self.act(fc1(self.layer_norm2(x))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,7 +141,8 @@ class ResidualAttentionBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, T, W) -> (B, T, W)."""
         x = x + self.attn(self.ln_1(x))
-        return x + self.mlp.c_proj(self.act(self.mlp.c_fc(self.ln_2(x))))
+        c_fc, c_proj = cast(nn.Linear, self.mlp.c_fc), cast(nn.Linear, self.mlp.c_proj)
+        return x + c_proj(self.act(c_fc(self.ln_2(x))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,22 +247,25 @@ class HFCLIPTextEncoder(CLIPTextEncoder):
         if cfg.projection_dim is not None:
             self.transformer.text_projection = nn.Linear(cfg.width, cfg.projection_dim, bias=False)
 
+    def _text_model(self) -> nn.Module:
+        return cast(nn.Module, self.transformer.text_model)
+
     def token_embedding(self) -> nn.Embedding:
-        return self.transformer.text_model.embeddings.token_embedding
+        return cast(nn.Embedding, self._text_model().get_submodule("embeddings.token_embedding"))
 
     def position_table(self) -> Tensor:
-        return self.transformer.text_model.embeddings.position_embedding.weight
+        return cast(nn.Embedding, self._text_model().get_submodule("embeddings.position_embedding")).weight
 
     def blocks(self) -> nn.ModuleList:
-        return self.transformer.text_model.encoder.layers
+        return cast(nn.ModuleList, self._text_model().get_submodule("encoder.layers"))
 
     def final_norm(self, x: Tensor) -> Tensor:
-        return self.transformer.text_model.final_layer_norm(x)
+        return cast(nn.LayerNorm, self._text_model().final_layer_norm)(x)
 
     def project(self, pooled: Tensor) -> Tensor:
         if self.config.projection_dim is None:
             return pooled
-        return self.transformer.text_projection(pooled)
+        return cast(nn.Linear, self.transformer.text_projection)(pooled)
 
 
 class OpenCLIPTextEncoder(CLIPTextEncoder):
@@ -277,25 +283,25 @@ class OpenCLIPTextEncoder(CLIPTextEncoder):
         if cfg.projection_dim is not None:
             self.model.text_projection = nn.Parameter(torch.empty(cfg.width, cfg.projection_dim))
         for p in (self.model.positional_embedding, getattr(self.model, "text_projection", None)):
-            if p is not None and not p.is_meta:
+            if isinstance(p, Tensor) and not p.is_meta:
                 nn.init.normal_(p, std=cfg.width**-0.5)
 
     def token_embedding(self) -> nn.Embedding:
-        return self.model.token_embedding
+        return cast(nn.Embedding, self.model.token_embedding)
 
     def position_table(self) -> Tensor:
-        return self.model.positional_embedding
+        return cast(Tensor, self.model.positional_embedding)
 
     def blocks(self) -> nn.ModuleList:
-        return self.model.transformer.resblocks
+        return cast(nn.ModuleList, self.model.get_submodule("transformer.resblocks"))
 
     def final_norm(self, x: Tensor) -> Tensor:
-        return self.model.ln_final(x)
+        return cast(nn.LayerNorm, self.model.ln_final)(x)
 
     def project(self, pooled: Tensor) -> Tensor:
         if self.config.projection_dim is None:
             return pooled
-        return pooled @ self.model.text_projection
+        return pooled @ cast(Tensor, self.model.text_projection)
 
 
 def build_text_encoder(cfg: CLIPTextConfig) -> CLIPTextEncoder:

@@ -11,6 +11,7 @@ UNet's ``control=`` argument takes.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch.nn.functional as F
@@ -48,7 +49,7 @@ def _hint_block(cfg: ControlNetConfig) -> nn.Sequential:
     if not widths:
         raise ParameterError("ControlNetConfig.hint_widths: want at least one width")
     convs = [nn.Conv2d(cfg.hint_channels, widths[0], 3, padding=1)]
-    for c_in, c_out in zip(widths, widths[1:]):
+    for c_in, c_out in itertools.pairwise(widths):
         convs += [nn.Conv2d(c_in, c_in, 3, padding=1), nn.Conv2d(c_in, c_out, 3, padding=1, stride=2)]
     convs.append(nn.Conv2d(widths[-1], cfg.unet.model_channels, 3, padding=1))
     layers: list[nn.Module] = []
@@ -79,7 +80,7 @@ class ControlNet(UNetEncoder):
     ) -> list[Tensor]:
         """x (B, C, h, w), hint (B, hint_channels, h*8, w*8) in [0, 1], timesteps (B,), context (B, M, D),
         y (B, adm) for SDXL -> [(B, C_i, h_i, w_i)] * (input blocks + 1)."""
-        dtype = self.input_blocks[0][0].weight.dtype
+        dtype = next(self.input_blocks.parameters()).dtype
         f = self.control_cfg.hint_downscale
         if hint.shape[-2:] != (x.shape[-2] * f, x.shape[-1] * f):
             raise ParameterError(
@@ -94,7 +95,7 @@ class ControlNet(UNetEncoder):
 
         h = x.to(dtype)
         outs: list[Tensor] = []
-        for i, (block, zero_conv) in enumerate(zip(self.input_blocks, self.zero_convs)):
+        for i, (block, zero_conv) in enumerate(zip(self.input_blocks, self.zero_convs, strict=True)):
             h = block(h, emb_act, context)
             if i == 0:
                 h = add_(h, guided_hint)

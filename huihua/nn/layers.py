@@ -7,6 +7,7 @@ as a buffer: the loader builds these modules on the meta device and streams the 
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -46,10 +47,8 @@ def conv2d(conv: nn.Conv2d, x: Tensor) -> Tensor:
     pointwise = (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0)
     if not pointwise and c_in * kh * kw < GEMM_CONV_MIN_RATIO * b * out_h * out_w:
         return conv(x)
-    if pointwise:
-        cols = x.view(b, c_in, height * width)
-    else:
-        cols = F.unfold(x, (kh, kw), padding=(ph, pw), stride=(sh, sw))  # (B, C_in*kh*kw, L)
+    # (B, C_in*kh*kw, L)
+    cols = x.view(b, c_in, height * width) if pointwise else F.unfold(x, (kh, kw), padding=(ph, pw), stride=(sh, sw))
     w2d = weight.reshape(c_out, -1).expand(b, -1, -1)
     if conv.bias is None:
         out = torch.bmm(w2d, cols)
@@ -110,10 +109,11 @@ class ResBlock(nn.Module):
 
     def forward(self, x: Tensor, emb_act: Tensor) -> Tensor:
         """x (B, C, H, W), emb_act = SiLU(time embedding) (B, E) -> (B, C_out, H, W)."""
-        h = conv2d(self.in_layers[2], norm_silu(self.in_layers[0], x))
+        inl, outl = self.in_layers, self.out_layers
+        h = conv2d(cast(nn.Conv2d, inl[2]), norm_silu(cast(nn.GroupNorm, inl[0]), x))
         h = add_(h, self.emb_layers[1](emb_act)[:, :, None, None])
-        h = conv2d(self.out_layers[3], self.out_layers[2](norm_silu(self.out_layers[0], h)))
-        skip = x if isinstance(self.skip_connection, nn.Identity) else conv2d(self.skip_connection, x)
+        h = conv2d(cast(nn.Conv2d, outl[3]), outl[2](norm_silu(cast(nn.GroupNorm, outl[0]), h)))
+        skip = x if isinstance(self.skip_connection, nn.Identity) else conv2d(cast(nn.Conv2d, self.skip_connection), x)
         return add_(h, skip)
 
 

@@ -67,7 +67,8 @@ class TinyDecoder(nn.Sequential):
     def __init__(self, latent_channels: int = 4) -> None:
         layers: list[nn.Module] = [Clamp(), _conv(latent_channels, WIDTH), nn.ReLU()]
         for _ in range(3):
-            layers += [*(Block(WIDTH, WIDTH) for _ in range(3)), nn.Upsample(scale_factor=2), _conv(WIDTH, WIDTH, bias=False)]
+            layers += [*(Block(WIDTH, WIDTH) for _ in range(3))]
+            layers += [nn.Upsample(scale_factor=2), _conv(WIDTH, WIDTH, bias=False)]
         layers += [Block(WIDTH, WIDTH), _conv(WIDTH, 3)]
         super().__init__(*layers)
         self.latent_channels = latent_channels
@@ -85,14 +86,14 @@ class TAESD(nn.Module):
         """Scaled latents (B, C, h, w) -> pixels (B, 3, 8h, 8w) in [-1, 1] (clamped)."""
         if self.decoder is None:
             raise CheckpointError("TAESD: no decoder weights were loaded")
-        weight = self.decoder[1].weight
+        weight = next(self.decoder.parameters())
         return self.decoder(latents.to(weight.device, weight.dtype)).clamp(0.0, 1.0).mul(2.0).sub(1.0)
 
     def encode(self, pixels: Tensor) -> Tensor:
         """Pixels (B, 3, H, W) in [-1, 1] -> scaled latents (B, C, H/8, W/8)."""
         if self.encoder is None:
             raise CheckpointError("TAESD: no encoder weights were loaded")
-        weight = self.encoder[0].weight
+        weight = next(self.encoder.parameters())
         return self.encoder(pixels.to(weight.device, weight.dtype).add(1.0).div(2.0))
 
 

@@ -7,6 +7,7 @@ a :class:`~huihua.checkpoints.specs.UNetConfig`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -96,7 +97,7 @@ class UNetEncoder(nn.Module):
 
     def embed(self, timesteps: Tensor, batch: int, y: Tensor | None) -> Tensor:
         """Time (+ SDXL label) embedding (B, 4*model_channels), before the blocks' SiLU."""
-        weight = self.time_embed[0].weight
+        weight = next(self.time_embed.parameters())
         if timesteps.ndim == 0 or timesteps.shape[0] == 1:
             timesteps = timesteps.reshape(1).expand(batch)
         t_emb = timestep_embedding(timesteps, self.cfg.model_channels).to(weight.dtype)
@@ -105,7 +106,7 @@ class UNetEncoder(nn.Module):
             if y is None:
                 name = type(self).__name__
                 raise ParameterError(f"{name}.forward: y (label vector) is required by this model (SDXL)")
-            mlp = self.label_emb[0]
+            mlp = cast(nn.Sequential, self.label_emb[0])
             emb = emb + mlp[2](F.silu(mlp[0](y.to(weight.dtype))))
         return emb
 
@@ -143,7 +144,7 @@ class UNetModel(UNetEncoder):
 
         ``control`` is an LDM ControlNet residual list: one tensor per input block, then the middle one.
         """
-        dtype = self.input_blocks[0][0].weight.dtype
+        dtype = next(self.input_blocks.parameters()).dtype
         if control is not None and len(control) != len(self.input_blocks) + 1:
             raise ParameterError(
                 f"UNetModel.forward: control has {len(control)} residuals, want {len(self.input_blocks) + 1}"
@@ -167,7 +168,7 @@ class UNetModel(UNetEncoder):
             h = torch.cat([h, skip], dim=1)
             size = _upsample_size(skips[-1]) if skips else None
             h = block(h, emb_act, context, size if size != _double(h) else None)
-        h = self.out[2](norm_silu(self.out[0], h))
+        h = self.out[2](norm_silu(cast(nn.GroupNorm, self.out[0]), h))
         return h.to(x.dtype)
 
 

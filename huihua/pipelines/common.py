@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from huihua.diffusion.samplers import Denoiser
 from huihua.families import family_info
 from huihua.model import Model
 from huihua.nn.layers import timestep_embedding
-from huihua.pipelines.tiled_vae import tiled_decode, tiled_encode
+from huihua.pipelines.tiled_vae import TileableVAE, tiled_decode, tiled_encode
 from huihua.runtime import vae_guard
 
 
@@ -99,8 +100,8 @@ def decode_latents(engine: Model, latents: torch.Tensor, tiled: bool | None = No
     """
     vae_cfg = engine.spec.vae
     z = latents / vae_cfg.scale_factor + vae_cfg.shift_factor
-    if use_tiles(tuple(z.shape[-2:]), tiled):
-        return vae_guard.guarded(engine.vae, tiled_decode, z).float().clamp(-1, 1)
+    if use_tiles((z.shape[-2], z.shape[-1]), tiled):
+        return vae_guard.guarded(engine.vae, lambda m, x: tiled_decode(cast(TileableVAE, m), x), z).float().clamp(-1, 1)
     return vae_guard.decode(engine.vae, z).float().clamp(-1, 1)
 
 
@@ -110,7 +111,7 @@ def encode_pixels(engine: Model, pixels: torch.Tensor, tiled: bool | None = None
     f = vae_cfg.downscale
     pixels = pixels.to(device=engine.device)
     if use_tiles((pixels.shape[-2] // f, pixels.shape[-1] // f), tiled):
-        z = vae_guard.guarded(engine.vae, tiled_encode, pixels).float()
+        z = vae_guard.guarded(engine.vae, lambda m, x: tiled_encode(cast(TileableVAE, m), x), pixels).float()
     else:
         z = vae_guard.encode(engine.vae, pixels).float()
     return ((z - vae_cfg.shift_factor) * vae_cfg.scale_factor).to(engine.dtype)

@@ -91,7 +91,8 @@ class GuidedDenoiser:
     def __init__(self, engine: Model, conds: PromptConds, guidance: Guidance, *, label: LabelFn | None = None,
                  concat: torch.Tensor | None = None, blend: LatentBlend | None = None, first_step: int = 0,
                  unet: ControlledUNetFn | None = None):
-        self.engine, self.conds, self.label, self.concat, self.blend, self.unet = engine, conds, label, concat, blend, unet
+        self.engine, self.conds, self.label = engine, conds, label
+        self.concat, self.blend, self.unet = concat, blend, unet
         self.step = first_step
         self._cfg = CFGDenoiser(self._unet, engine.model_sampling, guidance, self._terms)
 

@@ -78,7 +78,7 @@ def _expand_range(text: str, kind: type) -> list[Any] | None:
         while (v <= end + 1e-9) if step > 0 else (v >= end - 1e-9):
             values.append(v)
             v += step
-    return [int(round(v)) if kind is int else round(v, 6) for v in values]
+    return [round(v) if kind is int else round(v, 6) for v in values]
 
 
 def _convert(text: str, kind: type, name: str) -> Any:
@@ -113,7 +113,9 @@ def apply_value(p: GenerationParams, axis: Axis, value: Any) -> GenerationParams
         search = axis.values[0]
         if search not in p.prompt and search not in p.negative_prompt:
             raise ParameterError(f"prompt_sr: {search!r} is not in the prompt")
-        return replace(p, prompt=p.prompt.replace(search, value), negative_prompt=p.negative_prompt.replace(search, value))
+        return replace(
+            p, prompt=p.prompt.replace(search, value), negative_prompt=p.negative_prompt.replace(search, value)
+        )
     return replace(p, **{axis.field: value})
 
 
@@ -127,7 +129,9 @@ class GridPage:
     cells: tuple[tuple[Any, ...], ...]  # [row][col] -> whatever ``paint`` returned
 
 
-def cell_params(base: GenerationParams, x: Axis | None, y: Axis | None, z: Axis | None) -> list[list[list[GenerationParams]]]:
+def cell_params(
+    base: GenerationParams, x: Axis | None, y: Axis | None, z: Axis | None
+) -> list[list[list[GenerationParams]]]:
     """params[z][y][x] for every cell (a missing axis counts as one value)."""
     def values(axis: Axis | None) -> Sequence[Any]:
         return axis.values if axis is not None else (None,)
@@ -154,7 +158,7 @@ def run_grid(base: GenerationParams, x: Axis | None, y: Axis | None, z: Axis | N
 
 def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
     box = draw.textbbox((0, 0), text, font=font)
-    return box[2] - box[0], box[3] - box[1]
+    return round(box[2] - box[0]), round(box[3] - box[1])
 
 
 def draw_grid(images: Sequence[Sequence[Image.Image]], x_labels: Sequence[str], y_labels: Sequence[str],

@@ -128,4 +128,6 @@ def blank_concat(engine: Model, batch: int, width: int, height: int,
     if not is_inpainting_model(engine):
         return None
     pixels = torch.zeros(1, 3, height, width, device=engine.device)
-    return inpaint_concat(engine, pixels, torch.ones(1, 1, height, width), tiled).expand(batch, -1, -1, -1)
+    concat = inpaint_concat(engine, pixels, torch.ones(1, 1, height, width), tiled)
+    assert concat is not None  # an inpainting model, checked above
+    return concat.expand(batch, -1, -1, -1)

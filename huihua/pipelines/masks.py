@@ -127,7 +127,8 @@ def plan_mask(mask: Image.Image, image_size: tuple[int, int], width: int, height
     if full_res:
         box = expand_to_ratio(crop_region(m, padding), width, height, *image_size)
         return MaskPlan(resize_image(2, m.crop(box), width, height), m, box)
-    return MaskPlan(resize_image(resize_mode, m, width, height), overlay_alpha(resize_image(resize_mode, m, width, height)), None)
+    resized = resize_image(resize_mode, m, width, height)
+    return MaskPlan(resized, overlay_alpha(resized), None)
 
 
 def paste_back(generated: Image.Image, original: Image.Image, plan: MaskPlan) -> Image.Image:

@@ -29,11 +29,12 @@ def txt2img_latents(job: Job, seeds: Sequence[int]) -> torch.Tensor:
     """Clean latents (B, C, h, w) of one batch painted from pure noise."""
     p, engine = job.p, job.engine
     assert p.width is not None and p.height is not None
-    noise = batch_noise(job, seeds, p.width, p.height)
+    width, height = p.width, p.height
+    noise = batch_noise(job, seeds, width, height)
     sigmas = full_sigmas(engine, job.rp.first, p.steps).to(noise.device)
     x = noise * sigmas[0].to(noise.dtype)
     n = len(seeds)
     return run_pass(job.stage(engine), job.settings(p.width, p.height), x, sigmas, seeds,
-                    concat=lambda e: blank_concat(e, n, p.width, p.height, job.tiled_vae),
+                    concat=lambda e: blank_concat(e, n, width, height, job.tiled_vae),
                     refiner=job.refiner_stage(), switch_at=p.refiner_switch_at, on_step=job.on_step,
                     unet=job.controlled_unet(sigmas, p.width, p.height))

@@ -16,7 +16,6 @@ from huihua.prompts.conditioning import (
     build_cond_schedule,
     build_multicond,
     encode_chunks,
-    encode_prompt,
     stack_conds,
     tokenize_prompt,
     used_embeddings,
@@ -38,7 +37,7 @@ __all__ = [
     "ChunkOptions", "ChunkedPrompt", "CondSchedule", "EmbeddingFix", "EmbeddingLookup", "EmbeddingMatch",
     "ExtraNetworkCall", "LoraWeights", "MultiCond", "PromptChunk", "PromptTokenizer", "ScheduledCond",
     "TokenEncoder", "apply_emphasis", "build_cond_schedule", "build_multicond", "encode_chunks",
-    "encode_prompt", "get_learned_conditioning_prompt_schedules", "get_multicond_prompt_list",
+    "get_learned_conditioning_prompt_schedules", "get_multicond_prompt_list",
     "lora_weights", "parse_extra_networks", "parse_prompt_attention", "split_and", "stack_conds",
     "tokenize_prompt", "used_embeddings",
 ]

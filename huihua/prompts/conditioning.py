@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Protocol
+from typing import Literal, Protocol
 
 import torch
 
@@ -247,14 +247,6 @@ def encode_chunks(chunks: Sequence[PromptChunk], encode_tokens: TokenEncoder,
     return context, (pooled[:1] if pooled is not None else None)
 
 
-def encode_prompt(text: str, tokenizer: PromptTokenizer, encode_tokens: TokenEncoder,
-                  options: ChunkOptions = ChunkOptions(),
-                  embeddings: EmbeddingLookup | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``tokenize_prompt`` then ``encode_chunks``: one plain prompt to (context, pooled)."""
-    chunked = tokenize_prompt(text, tokenizer, options, embeddings)
-    return encode_chunks(chunked.chunks, encode_tokens, options.emphasis)
-
-
 def used_embeddings(chunks: Sequence[PromptChunk]) -> list[str]:
     """Names of the embeddings placed in ``chunks``, first use first (for the "TI hashes" infotext)."""
     names: dict[str, None] = {}
@@ -268,7 +260,7 @@ def used_embeddings(chunks: Sequence[PromptChunk]) -> list[str]:
 # Schedules: prompt editing and AND as per-step lookups
 # --------------------------------------------------------------------------------------------
 
-TextEncodeFn = Callable[[str], tuple[torch.Tensor, Optional[torch.Tensor]]]  # text -> (context, pooled)
+TextEncodeFn = Callable[[str], tuple[torch.Tensor, torch.Tensor | None]]  # text -> (context, pooled)
 
 
 @dataclass(frozen=True, eq=False)
@@ -332,7 +324,7 @@ def build_multicond(prompt: str, encode_text: TextEncodeFn, steps: int, hires_st
     texts = [text for text, _ in parts]
     schedules = get_learned_conditioning_prompt_schedules(texts, steps, hires_steps, use_old_scheduling)
     cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-    built = [(build_cond_schedule(s, encode_text, cache), w) for s, (_, w) in zip(schedules, parts)]
+    built = [(build_cond_schedule(s, encode_text, cache), w) for s, (_, w) in zip(schedules, parts, strict=True)]
     return MultiCond(tuple(built))
 
 

@@ -74,14 +74,14 @@ def text_encode_fn(engine: Model, clip_skip: int = 1,
     """
 
     def encode(text: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        emb = encode_prompt(engine, text, clip_skip=clip_skip, embeddings=embeddings, on_embeddings=on_embeddings)
+        emb = encode_text(engine, text, clip_skip=clip_skip, embeddings=embeddings, on_embeddings=on_embeddings)
         return emb.context, emb.pooled
 
     return encode
 
 
 @torch.inference_mode()
-def encode_prompt(
+def encode_text(
     engine: Model,
     prompt: str,
     clip_skip: int = 1,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Union
 
 from huihua.errors import PromptError
 
@@ -147,7 +146,7 @@ class _Alternate:
     options: tuple[tuple[_Node, ...], ...]
 
 
-_Node = Union[str, _Scheduled, _Alternate]
+_Node = str | _Scheduled | _Alternate
 
 # lark's SIGNED_NUMBER (ASCII digits, optional exponent), with the optional blanks around it.
 _SCHEDULE_NUMBER = re.compile(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import gc
@@ -19,10 +20,8 @@ def release_memory() -> None:
     if sys.platform.startswith("linux"):
         name = ctypes.util.find_library("c")
         if name:
-            try:
+            with contextlib.suppress(OSError, AttributeError):  # not glibc (musl): nothing to trim
                 ctypes.CDLL(name).malloc_trim(0)
-            except (OSError, AttributeError):  # not glibc (musl): nothing to trim
-                pass
 
 
 def rss_bytes() -> int:

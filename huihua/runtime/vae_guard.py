@@ -7,6 +7,7 @@ SDXL's original VAE overflows in fp16 (its activations exceed 65504); A1111 answ
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol, TypeVar, cast
 
 import torch
 from torch import nn
@@ -18,7 +19,18 @@ def _finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t).all())
 
 
-def guarded(vae: nn.Module, call: Callable[[nn.Module, torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+class CodingVAE(Protocol):
+    """What decode/encode need of a VAE module (AutoencoderKL, TAESD)."""
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor: ...
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+V = TypeVar("V", bound=nn.Module)
+
+
+def guarded(vae: V, call: Callable[[V, torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """``call(vae, x)``; when the result has NaN/inf and the VAE is half precision, rerun it in fp32."""
     dtype = next(vae.parameters()).dtype
     out = call(vae, x.to(dtype))
@@ -37,9 +49,9 @@ def guarded(vae: nn.Module, call: Callable[[nn.Module, torch.Tensor], torch.Tens
 
 def decode(vae: nn.Module, latents: torch.Tensor) -> torch.Tensor:
     """Unscaled latents -> pixels, with the fp32 retry."""
-    return guarded(vae, lambda m, z: m.decode(z), latents)
+    return guarded(vae, lambda m, z: cast(CodingVAE, m).decode(z), latents)
 
 
 def encode(vae: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     """Pixels -> unscaled latent mean, with the fp32 retry."""
-    return guarded(vae, lambda m, p: m.encode(p), pixels)
+    return guarded(vae, lambda m, p: cast(CodingVAE, m).encode(p), pixels)

@@ -143,7 +143,7 @@ def evaluate(generate_fn: Callable[[str, int], np.ndarray], prompts: Sequence[st
     specs = [parse_caption(p) for p in prompts]  # fail before any generation on a bad prompt
     results: list[PromptResult] = []
     generating = 0.0
-    for prompt, spec in zip(prompts, specs):
+    for prompt, spec in zip(prompts, specs, strict=True):
         for seed in seeds:
             start = time.perf_counter()
             image = _checked(generate_fn(prompt, int(seed)), prompt)

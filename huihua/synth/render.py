@@ -86,8 +86,8 @@ def _draw(canvas: np.ndarray, obj: SceneObject, background: np.ndarray, supersam
     """Blend one object into ``canvas`` (float, H x W x 3) over its bounding box."""
     side = canvas.shape[0]
     left, top, right, bottom = obj.extent()
-    x0, y0 = max(int(math.floor(left * side)), 0), max(int(math.floor(top * side)), 0)
-    x1, y1 = min(int(math.ceil(right * side)), side), min(int(math.ceil(bottom * side)), side)
+    x0, y0 = max(math.floor(left * side), 0), max(math.floor(top * side), 0)
+    x1, y1 = min(math.ceil(right * side), side), min(math.ceil(bottom * side), side)
     if x1 <= x0 or y1 <= y0:
         return
     coverage = shape_coverage(obj.shape, obj.size * side, obj.cx * side, obj.cy * side, x0, y0,

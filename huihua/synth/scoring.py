@@ -65,12 +65,12 @@ def _judge_objects(spec: CaptionSpec, found: Detections) -> tuple[bool, str]:
     """Presence (and relation): distinct objects matching each claim, in the stated relation."""
     candidates = [[i for i, d in enumerate(found.objects) if claim_matches(d, claim)]
                   for claim in spec.objects]
-    for claim, options in zip(spec.objects, candidates):
+    for claim, options in zip(spec.objects, candidates, strict=True):
         if not options:
             return False, f"no {_describe(claim)} found"
     pool = sorted({i for options in candidates for i in options})
     for chosen in permutations(pool, len(spec.objects)):
-        if not all(i in options for i, options in zip(chosen, candidates)):
+        if not all(i in options for i, options in zip(chosen, candidates, strict=False)):
             continue
         if spec.relation is None:
             return True, "all objects found"

@@ -129,7 +129,7 @@ def _pair_claims(rng: np.random.Generator, shapes: tuple[str, str],
     if rng.random() < _P_POSITION:
         positions = _OPPOSITE_POSITIONS[int(rng.integers(len(_OPPOSITE_POSITIONS)))]
     return tuple(ObjectClaim(shape=s, colour=c, size=_maybe(rng, _P_SIZE, SIZES), position=p)
-                 for s, c, p in zip(shapes, colours, positions))  # type: ignore[return-value]
+                 for s, c, p in zip(shapes, colours, positions, strict=True))  # type: ignore[return-value]
 
 
 def _forced_pair(rng: np.random.Generator, forced: bool) -> tuple[str, str]:
@@ -155,12 +155,13 @@ def _position_spec(rng: np.random.Generator, forced: bool) -> tuple[tuple[Object
         coloured = forced or rng.random() < 0.5 or shape_a == shape_b
         colours = (colour_a, colour_b) if coloured else (None, None)
         if forced and rng.random() < 0.5:
-            shape_a, shape_b, colours = shape_b, shape_a, (colours[1], colours[0])
+            shape_a, shape_b = shape_b, shape_a
+            colours = (colour_b, colour_a) if coloured else (None, None)
     if shape_a == shape_b:  # two objects of one shape are told apart by their colours
         first = colours[0] or _choice(rng, COLOURS)
         colours = (first, _choice(rng, [c for c in COLOURS if c != first]))
     claims = tuple(ObjectClaim(shape=s, colour=c, size=_maybe(rng, _P_SIZE, SIZES))
-                   for s, c in zip((shape_a, shape_b), colours))
+                   for s, c in zip((shape_a, shape_b), colours, strict=True))
     return claims, relation
 
 

@@ -86,6 +86,6 @@ def parse_accuracy(heads: CaptionHeads, hidden: Tensor, tokens: Tensor, labels: 
     rows = labels.to(hidden.device)[mask.nonzero()[:, 0]]
     logits = heads(hidden[mask])
     out: dict[str, list[float]] = {}
-    for k, ((name, _), lg) in enumerate(zip(FIELDS, logits)):
+    for k, ((name, _), lg) in enumerate(zip(FIELDS, logits, strict=True)):
         out.setdefault(name.split(".")[-1], []).append((lg.argmax(-1) == rows[:, k]).float().mean().item())
     return {name: sum(v) / len(v) for name, v in out.items()}

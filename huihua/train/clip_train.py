@@ -116,6 +116,7 @@ def clip_loss_fn(model: TinyCLIP, cfg: CLIPTrainConfig, tokenizer: CLIPTokenizer
         out = model.text(tokens, want_pooled=True)
         txt = F.normalize(model.text_projection(out.pooled), dim=-1)
         labels = torch.tensor([caption_labels(parse_caption(c)) for c in captions])
+        assert model.caption_heads is not None  # checked when the loss was built
         return (contrastive_loss(model, pixels, tokens, txt)
                 + cfg.parse_weight * caption_parse_loss(model.caption_heads, out.hidden, tokens, labels, PAD_TOKEN))
 

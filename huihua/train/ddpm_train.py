@@ -8,6 +8,7 @@ what classifier-free guidance needs at sampling time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -130,7 +131,7 @@ def noised(x0: Tensor, noise: Tensor, abar_t: Tensor, prediction: Prediction) ->
     return x_t, noise if prediction == "eps" else abar_t.sqrt() * noise - (1.0 - abar_t).sqrt() * x0
 
 
-def ddpm_loss(unet: UNetModel, x0: Tensor, context: Tensor, abar: Tensor,
+def ddpm_loss(unet: Callable[[Tensor, Tensor, Tensor], Tensor], x0: Tensor, context: Tensor, abar: Tensor,
               generator: torch.Generator, min_snr_gamma: float | None = None,
               offset_noise: float = 0.0, prediction: Prediction = "eps", *,
               timestep_logit_normal: tuple[float, float] | None = None,
@@ -181,7 +182,7 @@ def ddpm_loss_fn(unet: UNetModel, data: LatentDataset, cfg: DDPMTrainConfig, noi
         context = data.contexts[idx].float()
         drop = torch.rand(cfg.batch, generator=g) < cfg.caption_dropout
         context[drop] = data.empty_context.float()
-        device = unet.input_blocks[0][0].weight.device
+        device = next(unet.parameters()).device
         return ddpm_loss(unet, data.latents[idx].float().to(device), context.to(device), abar, g,
                          **loss_options(cfg))
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors.torch import save_file
@@ -117,7 +118,10 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def seeded_module(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def seeded_module(seed: int, build: Callable[[], M]) -> M:
     """Build a module with its initial weights drawn from ``seed`` (a private generator state)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -127,7 +131,9 @@ def seeded_module(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
 def _stage_clip(r: DefaultRecipe, out: Path, tok: CLIPTokenizer, progress: bool, log, device) -> tuple[TinyCLIP, dict]:
     """Train the tiny CLIP; return it frozen with its zero-shot figures."""
     c = r.clip
-    model = seeded_module(r.seed + 1, lambda: TinyCLIP(c.text, c.vision, c.embed_dim, caption_heads=c.parse_weight > 0)).to(device)
+    model = seeded_module(
+        r.seed + 1, lambda: TinyCLIP(c.text, c.vision, c.embed_dim, caption_heads=c.parse_weight > 0)
+    ).to(device)
     losses, _ = train_loop("clip", model, clip_loss_fn(model, c, tok, r.seed * 7 + 100_000), r.clip_loop,
                            out / "clip.pt", progress, log)
     model.requires_grad_(False)

@@ -194,7 +194,7 @@ def kohya_state_dict(network: LoraNetwork, unet: nn.Module, unet_cfg) -> dict[st
     """The factors under kohya SD1 names (diffusers module paths, from the loader's name table), fp16."""
     table = unet_table(unet, unet_cfg)
     out: dict[str, Tensor] = {}
-    for name, down, up in zip(network.names, network.down, network.up):
+    for name, down, up in zip(network.names, network.down, network.up, strict=True):
         own = underscore(name)
         aliases = [a for a, t in table.items() if t.weight.param == name + ".weight" and a != own]
         if len(aliases) != 1:

@@ -104,7 +104,7 @@ def heldout_detector_accuracy(vae: AutoencoderKL, seed: int, n: int = 64) -> flo
     the caption: the ceiling the autoencoder sets on the benchmark."""
 
     _, captions, recon = _heldout_reconstructions(vae, seed, n)
-    return sum(score(image, caption).correct for image, caption in zip(recon, captions)) / n
+    return sum(score(image, caption).correct for image, caption in zip(recon, captions, strict=True)) / n
 
 
 @torch.no_grad()

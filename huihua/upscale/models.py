@@ -12,7 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +69,8 @@ class ResidualDenseBlock(nn.Module):
         for i in range(1, 5):
             conv = getattr(self, f"conv{i}")
             feats.append(F.leaky_relu(conv(torch.cat(feats, 1)), _LRELU))
-        return self.conv5(torch.cat(feats, 1)) * _RESIDUAL + x
+        conv5 = cast(nn.Conv2d, self.conv5)
+        return conv5(torch.cat(feats, 1)) * _RESIDUAL + x
 
 
 class RRDB(nn.Module):
@@ -229,6 +230,7 @@ def build_upscaler(sd: dict[str, Tensor], name: str = "upscaler") -> Upscaler:
     """Recognise an upscaler from its state dict's keys and shapes and build it with these weights."""
     sd = _strip_wrappers(sd)
     net: nn.Module
+    arch: Arch
     if "model.0.weight" in sd and any(_OLD_RDB.match(k) for k in sd):
         sd = _from_old_esrgan(sd)
     elif "RRDB_trunk.0.RDB1.conv1.weight" in sd:

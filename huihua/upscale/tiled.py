@@ -119,7 +119,10 @@ def tensor_to_pil(x: Tensor) -> Image.Image:
 def _run_tiled(upscaler: Upscaler, x: Tensor, tile: int, overlap: int) -> Tensor:
     """One pass of the network over ``x`` (1, C, H, W), tile by tile."""
     param = next(upscaler.net.parameters())
-    return tiled_map(lambda t: upscaler.net(t.to(param.device, param.dtype)).float(), x, tile, overlap, up=upscaler.scale)
+    def run(tile_in: Tensor) -> Tensor:
+        return upscaler.net(tile_in.to(param.device, param.dtype)).float()
+
+    return tiled_map(run, x, tile, overlap, up=upscaler.scale)
 
 
 def upscale(

@@ -129,7 +129,7 @@ def ldm_clip_to_hf(sd: Mapping[str, Tensor], layout: TextLayout) -> dict[str, Te
         elif name.endswith((".attn.in_proj_weight", ".attn.in_proj_bias")):
             index = name.split(".")[2]
             kind = name.rpartition("_")[2]
-            for part, chunk in zip(_QKV, value.chunk(3, dim=0)):
+            for part, chunk in zip(_QKV, value.chunk(3, dim=0), strict=True):
                 out[f"{HF_PREFIX}encoder.layers.{index}.self_attn.{part}.{kind}"] = chunk.contiguous()
         elif name == "logit_scale":
             continue  # CLIP's contrastive temperature: unused by a text encoder

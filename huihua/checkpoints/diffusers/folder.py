@@ -31,6 +31,7 @@ from huihua.checkpoints.io import (
 )
 from huihua.errors import CheckpointError
 from huihua.families import SD1_TEXT_PREFIX, SDXL_TEXT_PREFIXES, UNET_PREFIX, VAE_PREFIX
+from huihua.nn.configs import TextLayout
 
 _WEIGHT_NAMES = (
     "diffusion_pytorch_model.safetensors", "model.safetensors",
@@ -66,7 +67,7 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
 
                 try:
                     return load_file(str(f))
-                except Exception as e:  # noqa: BLE001 - safetensors raises several types
+                except Exception as e:
                     raise CheckpointError(f"{f}: corrupt safetensors file ({e})") from None
             return load_pickle_state_dict(f)
     raise CheckpointError(f"{folder}: no weight file (looked for {', '.join(_WEIGHT_NAMES[:2])}, ...)")
@@ -79,7 +80,7 @@ def _component(root: Path, index: dict, name: str) -> Path | None:
     return root / name
 
 
-def _convert_text_encoder(folder: Path, layout: str, prefix: str, tensors: dict, arch: dict) -> None:
+def _convert_text_encoder(folder: Path, layout: TextLayout, prefix: str, tensors: dict, arch: dict) -> None:
     cfg = read_json(folder / "config.json")
     for k, v in hf_clip_to_ldm(read_weights(folder), layout).items():
         tensors[prefix + k] = v

@@ -62,7 +62,7 @@ from huihua.diffusion.samplers.singlestep import dpmpp_2s_ancestral, dpmpp_sde
 from huihua.diffusion.samplers.unipc import unipc
 from huihua.errors import ParameterError
 
-__all__ = ["Callback", "Denoiser", "SamplerOptions", "SAMPLER_FUNCTIONS", "sample"]
+__all__ = ["SAMPLER_FUNCTIONS", "Callback", "Denoiser", "SamplerOptions", "sample"]
 
 SamplerFn = Callable[[Context, Tensor, list[float]], Tensor]
 

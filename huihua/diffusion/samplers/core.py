@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from huihua.diffusion.noise import NoiseSampler
+from huihua.diffusion.parametrization import Denoiser
 from huihua.errors import ParameterError
 
-Denoiser = Callable[[Tensor, Tensor], Tensor]
 Callback = Callable[[int, Tensor, Tensor, float], None]  # (step, x, denoised, sigma)
 
 

@@ -21,7 +21,7 @@ def lms_coefficients(sigmas: list[float], i: int, order: int) -> list[float]:
             if k != j:
                 scale = 1.0 / (nodes[j] - nodes[k])
                 shifted = [0.0] + poly  # tau * poly
-                poly = [(hi - nodes[k] * lo) * scale for hi, lo in zip(shifted, poly + [0.0])]
+                poly = [(hi - nodes[k] * lo) * scale for hi, lo in zip(shifted, poly + [0.0], strict=False)]
         coeffs.append(sum(c * (b ** (m + 1) - a ** (m + 1)) / (m + 1) for m, c in enumerate(poly)))
     return coeffs
 
@@ -35,7 +35,7 @@ def lms(ctx: Context, x: Tensor, sigmas: list[float]) -> Tensor:
         ctx.report(i, x, denoised, sigma)
         ds = (ds + [to_d(x, sigma, denoised)])[-order:]
         coeffs = lms_coefficients(sigmas, i, len(ds))
-        for coeff, d in zip(coeffs, reversed(ds)):
+        for coeff, d in zip(coeffs, reversed(ds), strict=False):
             x = x + d * coeff
     return x
 
@@ -59,7 +59,7 @@ def plms(ctx: Context, x: Tensor, sigmas: list[float]) -> Tensor:
         else:
             weights = _PLMS_WEIGHTS[len(history)]
             eps_used = eps * weights[0]
-            for w, old in zip(weights[1:], reversed(history)):
+            for w, old in zip(weights[1:], reversed(history), strict=False):
                 eps_used = eps_used + old * w
         history = (history + [eps])[-3:]
         x = x + eps_used * (sigma_next - sigma)

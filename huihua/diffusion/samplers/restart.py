@@ -8,6 +8,7 @@ often as with plain Heun.  Below 20 steps it is Heun's method.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from torch import Tensor
@@ -25,7 +26,7 @@ def restart_plan(sigmas: list[float]) -> list[tuple[float, float]]:
     """The (sigma, sigma_next) segments A1111's Restart sampler walks, restarts included."""
     n = len(sigmas) - 1
     if n < 20:
-        return list(zip(sigmas[:-1], sigmas[1:]))
+        return list(itertools.pairwise(sigmas))
     restart_steps, restart_times = (n // 4, 2) if n >= 36 else (9, 1)
     sigmas = karras(n - restart_steps * restart_times, sigmas[-2], sigmas[0]).tolist()
     at, top = _nearest(sigmas, 0.1), _nearest(sigmas, 2.0)
@@ -34,7 +35,7 @@ def restart_plan(sigmas: list[float]) -> list[tuple[float, float]]:
         plan.append((sigmas[i], sigmas[i + 1]))
         if i + 1 == at and top < at:
             loop = karras(restart_steps + 1, sigmas[at], sigmas[top]).tolist()[:-1]
-            plan.extend(list(zip(loop[:-1], loop[1:])) * restart_times)
+            plan.extend(list(itertools.pairwise(loop)) * restart_times)
     return plan
 
 

@@ -40,7 +40,7 @@ def _differences(
     history: list[tuple[float, Tensor]], order: int, lam_0: float, h: float
 ) -> tuple[list[float], list[Tensor]]:
     """(r_k, D1_k) for k = 1..order-1: scaled differences of older data predictions from the newest."""
-    sigma_0, m0 = history[-1]
+    _sigma_0, m0 = history[-1]
     rks, d1s = [], []
     for k in range(1, order):
         sigma_k, m_k = history[-(k + 1)]
@@ -60,7 +60,7 @@ def _predict(x: Tensor, history: list[tuple[float, Tensor]], sigma_next: float, 
     x_t = x * (sigma_next / sigma_0) - m0 * h_phi_1
     if order >= 2:
         rhos = [0.5] if order == 2 else np.linalg.solve(r[:-1, :-1], b[:-1]).tolist()
-        for rho, d1 in zip(rhos, d1s):
+        for rho, d1 in zip(rhos, d1s, strict=False):
             x_t = x_t - d1 * (b_h * rho)
     return x_t
 
@@ -76,7 +76,7 @@ def _correct(
     r, b, b_h, h_phi_1 = _coefficients(rks, h, variant)
     rhos = [0.5] if order == 1 else np.linalg.solve(r, b).tolist()
     x_t = x_last * (sigma / sigma_0) - m0 * h_phi_1
-    for rho, d1 in zip(rhos[:-1], d1s):
+    for rho, d1 in zip(rhos[:-1], d1s, strict=False):
         x_t = x_t - d1 * (b_h * rho)
     return x_t - (model_t - m0) * (b_h * rhos[-1])
 

@@ -5,7 +5,7 @@ denoised again (Euler, 20 steps, CFG 5); strength 1.0 is plain text-to-image. Th
 verdicts per strength show whether the UNet fails to draw shapes (low scores already at 0.5, where
 the layout is given) or only to choose a layout (high scores until close to 1.0).
 
-    python scripts/shape_probe.py [--model FILE] [--grid probe.png]
+    python research/shape_probe.py [--model FILE] [--grid probe.png]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ learning-rate schedule over ``--schedule-steps``) on the latents a ``train-defau
 prints the mean loss over the second half. Every candidate sees the same draws, so small differences
 are real; a lower loss did not by itself give better pictures (see the README's model card).
 
-    python scripts/unet_ab.py --run runs/default --steps 600 shipped c64 c64-attn16
+    python research/unet_ab.py --run runs/default --steps 600 shipped c64 c64-attn16
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ fine-tuned N steps (batch 32, lr 3e-4, its own objective and schedule) on 1,024 
 "a large {colour} square {place}" only, where every caption's place word decides the picture, and
 sampled again: a UNet that can learn places at all should start to follow them there.
 
-    python scripts/place_probe.py [--model FILE] [--drill 600] [--threads 2]
+    python research/place_probe.py [--model FILE] [--drill 600] [--threads 2]
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ longer and is noisier.
 It also prints how far one changed word moves the text tower's 77 output positions, which the UNet
 attends to: the largest and the mean change over the positions, relative to their norm.
 
-    python scripts/word_probe.py MODEL [MODEL ...]
+    python research/word_probe.py MODEL [MODEL ...]
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 96 world pictures are encoded, disturbed (white noise of a given std, or a box blur of the latent),
 decoded, and scored against their captions. Pixel-space blurs of the same reach are shown for scale.
 
-    python scripts/latent_probe.py [--model FILE]
+    python research/latent_probe.py [--model FILE]
 """
 
 from __future__ import annotations

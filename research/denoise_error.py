@@ -7,7 +7,7 @@ units (the latents have unit variance), so models with different UNets or timest
 compared where it matters: a model that wins at t = 150-500 but draws no better shapes shows that
 denoising error there is not what limits the pictures.
 
-    python scripts/denoise_error.py MODEL.safetensors [MODEL.safetensors ...]
+    python research/denoise_error.py MODEL.safetensors [MODEL.safetensors ...]
 """
 
 from __future__ import annotations

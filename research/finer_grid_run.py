@@ -6,7 +6,7 @@ steps (plus 500 of decoder fine-tuning) and the UNet, which gains a level at 32x
 run fits the same CPU budget (about 95 min on the 2-core CI machine). The result is in the README's
 model card; it was not shipped.
 
-    python scripts/finer_grid_run.py --out runs/d2 [--resume] [--threads 2]
+    python research/finer_grid_run.py --out runs/d2 [--resume] [--threads 2]
     huihua eval-synth --model runs/d2/huihua-default.safetensors --seeds 0
 """
 

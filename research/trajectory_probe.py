@@ -5,7 +5,7 @@ restored (one x0 prediction, or Euler in 10 steps down the training timesteps), 
 own captions without CFG. The detector's pass rate per t0 shows where along the trajectory the
 pictures are lost: near 1 from low t0 and near the text-to-image score from t0 = 800 or more.
 
-    python scripts/trajectory_probe.py [--model FILE]
+    python research/trajectory_probe.py [--model FILE]
 """
 
 from __future__ import annotations
