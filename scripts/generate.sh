@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs what is missing and paints the prompt with the embedded default model (or --model FILE).
-# Paths you give (-o, --model) are relative to the folder you run it from.
+# Sets up the project venv when needed (scripts/setup.sh) and paints the prompt with the embedded default
+# model (or --model FILE). Runs from any folder: paths you give (-o, --model) are relative to where you are.
 set -euo pipefail
-bash "$(dirname "$0")/setup.sh"
-exec "${PYTHON:-python3}" -m huihua generate "$@"
+here="$(cd "$(dirname "$0")" && pwd)"
+bash "$here/setup.sh"
+venv="${HUIHUA_VENV:-$here/../.venv}"
+exec "$venv/bin/huihua" generate "$@"
