@@ -30,6 +30,19 @@ def _commit(tmp: str, target: Path, overwrite: bool) -> None:
     os.unlink(tmp)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux: /proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the classic set-and-restore
+    os.umask(mask)
+    return mask
+
+
 def save_atomic(path: str | os.PathLike[str], overwrite: bool, save: Callable[[BinaryIO], object]) -> Path:
     """Write ``path`` through ``save(handle)`` into a temp file beside it, then move it into place."""
     target = Path(path)
@@ -37,6 +50,7 @@ def save_atomic(path: str | os.PathLike[str], overwrite: bool, save: Callable[[B
         raise HuihuaError(f"{target}: file exists (pass overwrite=True to replace it)")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets the mode open() would give
         with os.fdopen(fd, "wb") as handle:
             save(handle)
         _commit(tmp, target, overwrite)

@@ -22,7 +22,7 @@ def test_list_samplers_and_loras(tmp_path: Path, capsys) -> None:
     (tmp_path / "notes.txt").write_text("not a lora")
     assert main(["list", "loras", "--lora-dir", str(tmp_path)]) == 0
     rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
-    assert [r[0] for r in rows] == ["inkwash"]
+    assert [r[0] for r in rows] == ["inkwash", "huihua-red"]  # the user's folders first, then the bundled
 
 
 def test_upscale_lanczos_keeps_infotext_and_never_overwrites(tmp_path: Path, capsys) -> None:

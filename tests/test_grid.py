@@ -68,7 +68,7 @@ def test_grid_command_writes_one_grid_per_z_and_reproducible_cells(tmp_path: Pat
     written = [Path(line) for line in capsys.readouterr().out.split()]
     cells = [p for p in written if p.parent.name == "cells"]
     grids = [p for p in written if p.parent.name == "plots"]
-    assert len(cells) == 4 and [g.name for g in grids] == ["g.png", "g-1.png"]
+    assert len(cells) == 4 and [g.name for g in grids] == ["g-1.png", "g-2.png"]  # Z pages numbered from 1
     assert "Steps: 2," in read_infotext(cells[1]) and "CFG scale: 1.0," in read_infotext(cells[1])
     replay = tmp_path / "r.png"
     assert main(["generate", "--from-png", str(cells[3]), "--model", str(model), "--device", "cpu",

@@ -25,6 +25,7 @@ from huihua.adapters.registry import (
     EMBEDDING_EXTENSIONS,
     LORA_EXTENSIONS,
     FileHashes,
+    FileKinds,
     find_file,
     hashes_field,
     list_files,
@@ -35,6 +36,7 @@ from huihua.adapters.textual_inversion import (
     load_embeddings,
     tower_lookups,
 )
+from huihua.assets import bundled_adapter_dir
 from huihua.errors import PromptError
 from huihua.model import Model
 from huihua.prompts.extra_networks import ExtraNetworkCall, lora_weights
@@ -59,16 +61,25 @@ class _ModelState:
 
 
 class FolderNetworks:
-    """The extra-network hook over LoRA and embedding folders (Python ``lora_dirs`` / ``embedding_dirs``)."""
+    """The extra-network hook over LoRA and embedding folders (Python ``lora_dirs`` / ``embedding_dirs``).
+
+    The adapters bundled with huihua (``huihua-red``, ...) are searched after the user's folders unless
+    ``bundled=False``. Only files of the right kind count: a ControlNet in a LoRA folder is not a LoRA.
+    """
 
     def __init__(
         self,
         lora_dirs: Sequence[str | Path] = (),
         embedding_dirs: Sequence[str | Path] = (),
         backup_device: str | None = None,
+        bundled: bool = True,
     ) -> None:
-        self.lora_dirs = tuple(Path(d) for d in lora_dirs)
-        self.embedding_dirs = tuple(Path(d) for d in embedding_dirs)
+        extra = (bundled_adapter_dir(),) if bundled and bundled_adapter_dir().is_dir() else ()
+        self.user_lora_dirs = tuple(Path(d) for d in lora_dirs)
+        self.user_embedding_dirs = tuple(Path(d) for d in embedding_dirs)
+        self.lora_dirs = (*self.user_lora_dirs, *extra)
+        self.embedding_dirs = (*self.user_embedding_dirs, *extra)
+        self.kinds = FileKinds()
         self.hashes = FileHashes()
         self._backup_device = backup_device
         # Keyed by the UNet module: bundles that differ only in their VAE share one patcher.
@@ -77,11 +88,11 @@ class FolderNetworks:
 
     def list_loras(self) -> list[Path]:
         """LoRA files in the LoRA folders (``huihua list loras``)."""
-        return list_files(self.lora_dirs, LORA_EXTENSIONS)
+        return list_files(self.lora_dirs, LORA_EXTENSIONS, "lora", self.kinds)
 
     def list_embeddings(self) -> list[Path]:
         """Embedding files in the embedding folders (``huihua list embeddings``)."""
-        return list_files(self.embedding_dirs, EMBEDDING_EXTENSIONS)
+        return list_files(self.embedding_dirs, EMBEDDING_EXTENSIONS, "embedding", self.kinds)
 
     def _state(self, engine: Model) -> _ModelState:
         state = self._models.get(engine.unet)
@@ -95,7 +106,8 @@ class FolderNetworks:
         """The LoRA called ``name``, read for ``engine``: PromptError if absent, CheckpointError if it does not fit."""
         if not self.lora_dirs:
             raise PromptError(f"<lora:{name}>: LoRA {name!r} not found (no LoRA folder given)")
-        path = find_file(name, self.lora_dirs, LORA_EXTENSIONS, "LoRA")
+        path = find_file(name, self.lora_dirs, LORA_EXTENSIONS, "LoRA",
+                         accept=lambda p: self.kinds(p) in ("lora", "unknown"))
         state, key = self._state(engine), _file_key(path)
         if key in state.loras:
             state.loras.move_to_end(key)

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from huihua.checkpoints.io import sniff_format
+from huihua.checkpoints.detect import FileKind, file_kind
+from huihua.checkpoints.io import open_source, sniff_format
 from huihua.errors import CheckpointError, ParameterError, PromptError
 
 LORA_EXTENSIONS = (".safetensors", ".pt", ".ckpt", ".bin")
@@ -54,9 +55,42 @@ def _listed(folder: Path, exts: Sequence[str]) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
-def list_files(dirs: Sequence[str | Path], exts: Sequence[str]) -> list[Path]:
-    """Every file with one of ``exts`` under ``dirs`` (subfolders included, hidden ones skipped)."""
-    return [p for folder in _folders(dirs) for p in _listed(folder, exts)]
+class FileKinds:
+    """What each weights file holds (LoRA, embedding, ControlNet, ...), read from its tensor names once.
+
+    Re-read when a file's size or modification time changes; a file that cannot be read is "unknown".
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, int, int], FileKind] = {}
+
+    def __call__(self, path: Path) -> FileKind:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+        if key not in self._seen:
+            try:
+                source = open_source(path)
+                try:
+                    kind = file_kind(source.info())
+                finally:
+                    source.close()
+            except (CheckpointError, OSError, ValueError):
+                kind = "unknown"
+            self._seen[key] = kind
+        return self._seen[key]
+
+
+def list_files(dirs: Sequence[str | Path], exts: Sequence[str], kind: FileKind | None = None,
+               kinds: FileKinds | None = None) -> list[Path]:
+    """Every file with one of ``exts`` under ``dirs`` (subfolders included, hidden ones skipped).
+
+    ``kind``: only files that hold that kind of weights (a LoRA folder may also hold a ControlNet).
+    """
+    found = [p for folder in _folders(dirs) for p in _listed(folder, exts)]
+    if kind is None:
+        return found
+    judge = kinds or FileKinds()
+    return [p for p in found if judge(p) in (kind, "unknown")]
 
 
 def _names(path: Path, folder: Path) -> tuple[str, str]:
@@ -64,12 +98,14 @@ def _names(path: Path, folder: Path) -> tuple[str, str]:
     return path.stem, path.relative_to(folder).with_suffix("").as_posix()
 
 
-def find_file(name: str, dirs: Sequence[str | Path], exts: Sequence[str], kind: str = "LoRA") -> Path:
-    """The file called ``name`` in ``dirs``; PromptError naming what was looked for when absent."""
+def find_file(name: str, dirs: Sequence[str | Path], exts: Sequence[str], kind: str = "LoRA",
+              accept: Callable[[Path], bool] | None = None) -> Path:
+    """The file called ``name`` in ``dirs`` (``accept``: only files it approves of); PromptError when absent."""
     wanted = name.replace("\\", "/")
     if Path(wanted).suffix.lower() in {e.lower() for e in exts}:
         wanted = str(Path(wanted).with_suffix("").as_posix())
-    listed = [(p, _names(p, folder)) for folder in _folders(dirs) for p in _listed(folder, exts)]
+    listed = [(p, _names(p, folder)) for folder in _folders(dirs) for p in _listed(folder, exts)
+              if accept is None or accept(p)]
     for p, names in listed:
         if wanted in names:
             return p

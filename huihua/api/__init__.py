@@ -13,11 +13,13 @@ from huihua.api.generation import (
     generate,
     load_model,
     model_path,
+    recommended_settings,
+    size_warning,
     split_generate_kwargs,
 )
 from huihua.api.replay import Replay, model_mismatch, read_replay, replay_from_record
-from huihua.api.resources import ControlNetCache, hires_hooks
-from huihua.api.saving import preview_writer, save_results
+from huihua.api.resources import ControlNetCache, controlnet_dirs, hires_hooks, list_controlnets
+from huihua.api.saving import check_output, preview_writer, save_results
 from huihua.model import Model
 from huihua.pipelines.params import GenerationParams
 from huihua.pipelines.resolved import ResolvedParams
@@ -33,8 +35,34 @@ from huihua.pipelines.types import (
 )
 
 __all__ = [
-    "Callbacks", "ControlNetCache", "GenerationInputs", "GenerationParams", "GenerationResult", "InpaintFill",
-    "Mode", "Model", "ModelFile", "Replay", "ReplayRecord", "ResizeMode", "ResolvedParams", "adapter_hooks",
-    "encode_prompt", "generate", "hires_hooks", "load_model", "model_mismatch", "model_path", "preview_writer",
-    "read_replay", "replay_from_record", "save_results", "split_generate_kwargs",
+    "Callbacks",
+    "ControlNetCache",
+    "GenerationInputs",
+    "GenerationParams",
+    "GenerationResult",
+    "InpaintFill",
+    "Mode",
+    "Model",
+    "ModelFile",
+    "Replay",
+    "ReplayRecord",
+    "ResizeMode",
+    "ResolvedParams",
+    "adapter_hooks",
+    "check_output",
+    "controlnet_dirs",
+    "encode_prompt",
+    "generate",
+    "hires_hooks",
+    "list_controlnets",
+    "load_model",
+    "model_mismatch",
+    "model_path",
+    "preview_writer",
+    "read_replay",
+    "recommended_settings",
+    "replay_from_record",
+    "save_results",
+    "size_warning",
+    "split_generate_kwargs",
 ]

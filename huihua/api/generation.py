@@ -16,8 +16,8 @@ import torch
 
 from huihua.adapters.lora_networks import FolderNetworks
 from huihua.adapters.networks import ExtraNetworks
-from huihua.assets import DEFAULT_MODEL_ALIAS, default_model_path
-from huihua.errors import ParameterError, PromptError
+from huihua.assets import DEFAULT_MODEL_ALIAS, EMBEDDED_MODEL_SETTINGS, RecommendedSettings, default_model_path
+from huihua.errors import CheckpointError, ParameterError, PromptError
 from huihua.model import Model
 from huihua.model import load_model as _load_model
 from huihua.pipelines.generate import generate
@@ -27,7 +27,8 @@ from huihua.pipelines.types import Callbacks, GenerationInputs
 from huihua.prompts.encode import PromptEmbedding, encode_text
 from huihua.prompts.extra_networks import parse_extra_networks
 
-__all__ = ["adapter_hooks", "encode_prompt", "generate", "load_model", "model_path", "split_generate_kwargs"]
+__all__ = ["adapter_hooks", "encode_prompt", "generate", "load_model", "model_path", "recommended_settings",
+           "size_warning", "split_generate_kwargs"]
 
 
 def model_path(path: str | Path | None) -> Path:
@@ -51,10 +52,31 @@ def load_model(
                        zero_terminal_snr=zero_terminal_snr)
 
 
+def recommended_settings(model: Model) -> RecommendedSettings | None:
+    """The settings the model's published scores use (the embedded model's), or None when unknown."""
+    try:
+        embedded = default_model_path().resolve()
+    except CheckpointError:
+        return None
+    return EMBEDDED_MODEL_SETTINGS if model.path.resolve() == embedded else None
+
+
+# Sizes this far (or farther) from the training resolution, on either side, get a warning.
+SIZE_WARNING_RATIO = 2.0
+
+
+def size_warning(model: Model, width: int, height: int) -> str | None:
+    """One line when ``width × height`` is far from the size the model was trained at (None otherwise)."""
+    native = model.spec.native_resolution
+    ratio = max(width, height) / native
+    if 1 / SIZE_WARNING_RATIO < ratio < SIZE_WARNING_RATIO and min(width, height) / native > 1 / SIZE_WARNING_RATIO:
+        return None
+    return (f"{width}x{height} is far from {native}x{native}, the size {model.name} was trained at; "
+            f"expect broken pictures (leave out --width/--height to use it)")
+
+
 def adapter_hooks(lora_dirs: Sequence[str | Path] = (), embedding_dirs: Sequence[str | Path] = ()) -> PipelineHooks:
-    """Pipeline hooks over the user's LoRA and embedding folders (the default hooks when none is given)."""
-    if not lora_dirs and not embedding_dirs:
-        return PipelineHooks()
+    """Pipeline hooks over the user's LoRA and embedding folders, then the adapters bundled with huihua."""
     return PipelineHooks(networks=FolderNetworks(lora_dirs, embedding_dirs))
 
 

@@ -1,17 +1,51 @@
-"""Saving generated images: PNG with A1111 infotext and the JSON replay record, never overwriting a file."""
+"""Saving generated images, never overwriting a file.
+
+PNG carries A1111's infotext and the JSON replay record; JPEG and WebP carry the infotext in EXIF
+UserComment. ``check_output`` refuses a bad ``-o`` before any painting starts.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
 
-from huihua.errors import HuihuaError
-from huihua.imagefile import write_png
+from huihua.errors import HuihuaError, ParameterError
+from huihua.imagefile import write_image
 from huihua.pipelines.types import GenerationResult, ReplayRecord
 
 DEFAULT_OUTDIR = Path("outputs")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def check_output(output: Path | None, field: str = "-o") -> Path | None:
+    """Check (and create) where pictures will go, before any work; returns ``output`` unchanged.
+
+    ``output`` None means ``outputs/``; an existing folder receives numbered files; anything else is
+    a file name whose extension picks the format (none: ``.png``). Its folder is created here, so an
+    uncreatable folder, or a parent that is a file, is an error now rather than after painting.
+    """
+    if output is not None and output.is_dir():
+        folder = output
+    else:
+        if output is not None and output.suffix and output.suffix.lower() not in IMAGE_SUFFIXES:
+            raise ParameterError(f"{field} {output}: unknown picture extension {output.suffix!r} "
+                                 f"(use {', '.join(IMAGE_SUFFIXES)})")
+        folder = DEFAULT_OUTDIR if output is None else output.parent
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ParameterError(f"{field} {output or folder}: {parent} is a file, not a folder")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ParameterError(f"{field} {output or folder}: cannot create the folder {folder} ({e.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ParameterError(f"{field} {output or folder}: the folder {folder} is not writable")
+    return output
 
 
 def free_path(path: Path) -> Path:
@@ -32,12 +66,13 @@ def numbered_path(outdir: Path, seed: int) -> Path:
 
 
 def save_image(image: Image.Image, path: Path, infotext: str, record: ReplayRecord | None = None) -> Path:
-    """Write one PNG at ``path`` or, if taken (even by a racing writer), at the next free name."""
+    """Write one picture at ``path`` (format by extension) or, if taken (even by a racing writer), the next
+    free name beside it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(100):
         target = free_path(path)
         try:
-            return write_png(target, image, infotext, record.to_json() if record is not None else None)
+            return write_image(target, image, infotext, record.to_json() if record is not None else None)
         except HuihuaError:
             if not target.exists():
                 raise
@@ -51,8 +86,8 @@ def save_results(result: GenerationResult, output: Path | None, only: int | None
     for i in indexes:
         image, seed, text = result.images[i], result.seeds[i], result.infotexts[i]
         record = result.records[i] if i < len(result.records) else None
-        if output is None:
-            path = numbered_path(DEFAULT_OUTDIR, seed)
+        if output is None or output.is_dir():
+            path = numbered_path(output or DEFAULT_OUTDIR, seed)
         else:
             many = only is None and len(result.images) > 1
             base = output.with_name(f"{output.stem}-{i}{output.suffix}") if many else output

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from huihua.errors import CheckpointError
 
 DEFAULT_MODEL_NAME = "huihua-default.safetensors"
 DEFAULT_MODEL_ALIAS = "huihua-default"  # what --model and huihua.load() accept for the embedded model
+
+
+@dataclass(frozen=True)
+class RecommendedSettings:
+    """The settings a model's published scores are measured with (the CLI's defaults for that model)."""
+
+    sampler_name: str
+    scheduler: str
+    steps: int
+    cfg_scale: float
+
+
+# The embedded model's benchmark settings (docs/model-card.md; huihua eval-synth uses them too).
+EMBEDDED_MODEL_SETTINGS = RecommendedSettings(sampler_name="Euler", scheduler="Automatic", steps=20, cfg_scale=5.0)
 
 
 def default_model_path() -> Path:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from typing import Literal
 
 from huihua.checkpoints.io import TensorInfo
 from huihua.checkpoints.specs import ModelSpec, TextEncoderUse
@@ -181,17 +182,38 @@ def detect_family(info: Shapes, name: str = "checkpoint") -> Family:
     raise DetectionError(f"{name}: has a UNet but no text encoder this engine knows (SD1, SD2 or SDXL layouts)")
 
 
+FileKind = Literal["checkpoint", "vae", "lora", "embedding", "controlnet", "unknown"]
+
+
+def file_kind(keys: Iterable[str]) -> FileKind:
+    """What a weights file holds, from its tensor names alone."""
+    names = list(keys)
+    if any(k.startswith(UNET_PREFIX) for k in names):
+        return "checkpoint"
+    if any(k.startswith(("control_model.", "input_hint_block.", "controlnet_")) or ".input_hint_block." in k
+           for k in names):
+        return "controlnet"
+    if any(k.startswith(("lora_", "lycoris_")) or ".lora_" in k or "_lora." in k or ".lora." in k for k in names):
+        return "lora"
+    if any(k.split(".")[0] in ("string_to_param", "emb_params", "clip_l", "clip_g") for k in names):
+        return "embedding"
+    if any(k.startswith(("encoder.conv_in", "decoder.conv_out", VAE_PREFIX)) for k in names):
+        return "vae"
+    if len(names) == 1 and "." not in names[0]:  # diffusers' learned_embeds.bin: {"<token>": vector}
+        return "embedding"
+    return "unknown"
+
+
 def _not_a_model_reason(info: Shapes, name: str) -> str:
-    keys = list(info)
-    if any(k.startswith(("encoder.conv_in", "decoder.conv_out", VAE_PREFIX)) for k in keys):
-        return f"{name}: this is a VAE, not a full model checkpoint (pass it with --vae)"
-    if any(k.startswith(("lora_", "lycoris_")) or ".lora_" in k for k in keys):
-        return f"{name}: this is a LoRA, not a full model checkpoint (use it with <lora:name:weight>)"
-    if any(k in ("string_to_param", "emb_params", "clip_l", "clip_g") for k in keys):
-        return f"{name}: this is a textual-inversion embedding, not a full model checkpoint"
-    if any(k.startswith(("control_model.", "input_hint_block.", "controlnet_")) for k in keys):
-        return f"{name}: this is a ControlNet, not a full model checkpoint"
-    return f"{name}: not a Stable Diffusion checkpoint (no 'model.diffusion_model.*' UNet weights)"
+    kind = file_kind(info)
+    reasons = {
+        "vae": "this is a VAE, not a full model checkpoint (pass it with --vae)",
+        "lora": "this is a LoRA, not a full model checkpoint (use it with <lora:name:weight>)",
+        "embedding": "this is a textual-inversion embedding, not a full model checkpoint",
+        "controlnet": "this is a ControlNet, not a full model checkpoint",
+    }
+    reason = reasons.get(kind, "not a Stable Diffusion checkpoint (no 'model.diffusion_model.*' UNet weights)")
+    return f"{name}: {reason}"
 
 
 def _text_uses(info: Shapes, family: Family, arch: dict, name: str) -> tuple[TextEncoderUse, ...]:

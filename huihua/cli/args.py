@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
+from collections.abc import Sequence
+from dataclasses import fields, replace
 from pathlib import Path
 
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from huihua import api
@@ -84,6 +86,25 @@ def callbacks(args: argparse.Namespace) -> api.Callbacks:
                          taesd=args.taesd, progress=not quiet)
 
 
+def with_recommended(params: GenerationParams, args: argparse.Namespace, model: Model) -> GenerationParams:
+    """``params`` with the model's recommended sampler, schedule, steps and CFG where the options left them out."""
+    settings = api.recommended_settings(model)
+    if settings is None:
+        return params
+    given = given_params(args)
+    chosen = {k: v for k, v in vars(settings).items() if k not in given}
+    return replace(params, **chosen) if chosen else params
+
+
+def warn_size(model: Model, params: GenerationParams, init_images: Sequence[Image.Image]) -> None:
+    """One line on stderr when the picture size is far from the model's training size."""
+    width = params.width if params.width is not None else (init_images[0].width if init_images else None)
+    height = params.height if params.height is not None else (init_images[0].height if init_images else None)
+    warning = api.size_warning(model, width, height) if width and height else None
+    if warning:
+        print(f"huihua: warning: {warning}", file=sys.stderr)
+
+
 def given_params(args: argparse.Namespace) -> dict[str, object]:
     """The GenerationParams fields set on the command line (flags left out keep their defaults)."""
     values = {f.name: getattr(args, f.name, None) for f in fields(GenerationParams) if f.name != "prompt"}
@@ -103,7 +124,12 @@ def params_from_args(args: argparse.Namespace, **extra: object) -> GenerationPar
 
 
 def load_model(args: argparse.Namespace) -> Model:
-    """The model the options ask for (the embedded one without --model)."""
+    """The model the options ask for (the embedded one without --model), on --threads CPU threads."""
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise ParameterError(f"--threads: must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
     return api.load_model(args.model, vae=args.vae, device=args.device, dtype=args.dtype,
                           prediction=args.prediction, zero_terminal_snr=getattr(args, "zero_terminal_snr", None))
 

@@ -20,7 +20,9 @@ from huihua.cli.args import (
     load_model,
     params_from_args,
     warn_model_mismatch,
+    warn_size,
     with_lora_tags,
+    with_recommended,
 )
 from huihua.errors import ParameterError
 from huihua.pipelines.params import GenerationParams
@@ -44,12 +46,17 @@ def cli_params(args: argparse.Namespace) -> tuple[GenerationParams, api.Replay |
 
 
 def paint(args: argparse.Namespace, init_images: Sequence[Image.Image] = (), mask: Image.Image | None = None) -> int:
-    """Load the model, paint, save, print the paths written."""
+    """Check the output, load the model, paint, save, print the paths written."""
+    api.check_output(args.output)
     params, replay = cli_params(args)
     model = load_model(args)
     warn_model_mismatch(replay, model)
+    if replay is None:
+        params = with_recommended(params, args, model)
+    warn_size(model, params, init_images)
+    cache = api.ControlNetCache(model, getattr(args, "controlnet_dir", ()))
     inputs = api.GenerationInputs(init_images=tuple(init_images), mask=mask, hooks=hooks(args, model),
-                                  controlnet_units=tuple(controlnet_units(args, api.ControlNetCache(model))),
+                                  controlnet_units=tuple(controlnet_units(args, cache)),
                                   tiled_vae=getattr(args, "tiled_vae", None))
     result = api.generate(model, params, inputs, callbacks(args))
     for path in api.save_results(result, args.output, only=replay.index if replay else None):

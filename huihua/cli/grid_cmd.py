@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from huihua import api
 from huihua.api.saving import DEFAULT_OUTDIR, numbered_path, save_image
-from huihua.cli.args import callbacks, hooks, load_model
+from huihua.cli.args import callbacks, hooks, load_model, with_recommended
 from huihua.cli.generate_cmd import cli_params
 from huihua.pipelines.grid import draw_grid, parse_axis, run_grid
 from huihua.pipelines.params import GenerationParams
@@ -20,13 +20,16 @@ from huihua.pipelines.seeds import resolve_seed
 
 def run(args: argparse.Namespace) -> int:
     x, y, z = (parse_axis(a) if a else None for a in (args.x, args.y, args.z))
+    api.check_output(args.output)
     base, _ = cli_params(args)
     base = replace(base, seed=resolve_seed(base.seed), subseed=resolve_seed(base.subseed))
     model = load_model(args)
+    base = with_recommended(base, args, model)
     inputs = api.GenerationInputs(hooks=hooks(args, model))
     progress = callbacks(args)
-    outdir = args.output.parent if args.output is not None else DEFAULT_OUTDIR
-    stem = args.output.stem if args.output is not None else "grid"
+    file_given = args.output is not None and not args.output.is_dir()
+    outdir = (args.output.parent if file_given else args.output) or DEFAULT_OUTDIR
+    stem = args.output.stem if file_given else "grid"
 
     def paint(params: GenerationParams) -> api.GenerationResult:
         result = api.generate(model, params, inputs, progress)
@@ -35,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
                          record))
         return result
 
-    for page in run_grid(base, x, y, z, paint):
+    for number, page in enumerate(run_grid(base, x, y, z, paint), start=1):
         images = [[cell.images[0] for cell in row] for row in page.cells]
         grid = draw_grid(images, page.x_labels, page.y_labels, page.title)
-        print(save_image(grid, outdir / f"{stem}.png", page.cells[0][0].infotexts[0]))
+        name = f"{stem}-{number}.png" if z is not None else f"{stem}.png"  # Z pages are numbered from 1
+        print(save_image(grid, outdir / name, page.cells[0][0].infotexts[0]))
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import NoReturn
 
 from huihua.cli.options import (
     add_adapter_options,
@@ -21,14 +22,27 @@ from huihua.cli.options import (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (and a pointer to --help), not a page of usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _debug_option(p: argparse.ArgumentParser, default: object) -> None:
+    p.add_argument("--debug", action="store_true", default=default, help="show full tracebacks on errors")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``huihua`` argument parser."""
-    parser = argparse.ArgumentParser(prog="huihua", description="huihua (绘画): Stable Diffusion in plain PyTorch")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = Parser(prog="huihua", description="huihua (绘画): Stable Diffusion in plain PyTorch")
+    _debug_option(parser, False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for add in (_generate, _img2img, _inpaint, _grid, _upscale, _pnginfo, _list, _inspect, _train, _train_adapters,
                 _eval):
         add(sub)
+    for command in sub.choices.values():  # --debug also works after the command's name
+        _debug_option(command, argparse.SUPPRESS)
     return parser
 
 
@@ -81,29 +95,32 @@ def _grid(sub: argparse._SubParsersAction) -> None:
 
 def _upscale(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("upscale", help="upscale an image with an ESRGAN-family model or Lanczos")
-    p.add_argument("image", type=Path)
+    p.add_argument("image", type=Path, help="the picture to upscale")
     p.add_argument("--model", default="Lanczos", help="upscaler .pth/.safetensors file, or Lanczos (default)")
     p.add_argument("--scale", type=float, default=None, help="default: the model's own scale (2 for Lanczos)")
-    p.add_argument("--tile", type=int, default=512, help="tile side in pixels (0: whole image at once)")
-    p.add_argument("--overlap", type=int, default=32, help="blended overlap between tiles")
-    p.add_argument("--device", default=None)
+    p.add_argument("--tile", type=int, default=512, help="tile side in pixels (default 512; 0: whole image at once)")
+    p.add_argument("--overlap", type=int, default=32, help="blended overlap between tiles (default 32)")
+    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     p.add_argument("-o", "--output", type=Path, default=None, help="default: IMAGE-upscaled.png (never overwritten)")
     p.set_defaults(command_module="upscale_cmd")
 
 
 def _pnginfo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("png-info", help="print the generation parameters stored in a picture")
-    p.add_argument("image", type=Path)
+    p.add_argument("image", type=Path, help="a PNG, JPEG or WebP")
     p.add_argument("--json", action="store_true", help="print the JSON replay record instead of the text")
     p.set_defaults(command_module="pnginfo_cmd")
 
 
 def _list(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="list LoRAs, embeddings, samplers or schedulers")
-    p.add_argument("what", choices=["loras", "embeddings", "samplers", "schedulers"])
+    p = sub.add_parser("list", help="list LoRAs, embeddings, ControlNets, samplers or schedulers")
+    p.add_argument("what", choices=["loras", "embeddings", "controlnets", "samplers", "schedulers"],
+                   help="what to list (adapters: the given folders, then those bundled with huihua)")
     p.add_argument("--lora-dir", action="append", type=Path, default=[], help="folder of LoRA files (repeatable)")
     p.add_argument("--embedding-dir", action="append", type=Path, default=[],
                    help="folder of textual-inversion embeddings (repeatable)")
+    p.add_argument("--controlnet-dir", action="append", type=Path, default=[],
+                   help="folder of ControlNet files (repeatable)")
     p.set_defaults(command_module="list_cmd")
 
 
@@ -148,6 +165,7 @@ def _eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", default=None, help="sampler name as A1111 spells it (default Euler)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds per prompt (default 0)")
     p.add_argument("--limit", type=int, default=None, help="only the first N prompts of each category")
-    p.add_argument("--set", choices=("both", "in_distribution", "heldout"), default="both")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads")
+    p.add_argument("--set", choices=("both", "in_distribution", "heldout"), default="both",
+                   help="which prompt set (default both)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     p.set_defaults(command_module="eval_cmd")

@@ -51,12 +51,18 @@ def _field_type(name: str) -> type:
     return str
 
 
+def axis_names() -> list[str]:
+    """The parameters an axis may vary: GenerationParams fields (not the prompt itself) and prompt_sr."""
+    return [*(f.name for f in fields(GenerationParams) if f.name != "prompt"), PROMPT_SR]
+
+
 def _field_name(text: str) -> str:
     key = "_".join(text.strip().lower().replace(".", "").split())
     names = {f.name for f in fields(GenerationParams)}
     key = ALIASES.get(key, _LABELS.get(key, key))
     if key not in names and key != PROMPT_SR:
-        raise ParameterError(f"grid axis: unknown parameter {text.strip()!r}")
+        valid = ", ".join(sorted(axis_names()))
+        raise ParameterError(f"grid axis: unknown parameter {text.strip()!r} (valid: {valid})")
     if key == "prompt":
         raise ParameterError("grid axis: use prompt_sr (Prompt S/R) to vary the prompt")
     return key

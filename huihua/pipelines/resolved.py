@@ -61,9 +61,11 @@ def has_outpaint(p: GenerationParams) -> bool:
 def _default_size(model: Model, p: GenerationParams, images: Sequence[Image.Image]) -> GenerationParams:
     if images:  # img2img and inpainting default to the picture's size, rounded down to a multiple of 8
         w, h = images[0].size
-        return p.with_size(p.width or max(8, w // 8 * 8), p.height or max(8, h // 8 * 8))
-    res = model.spec.native_resolution
-    return p.with_size(p.width or res, p.height or res)
+        default_w, default_h = max(8, w // 8 * 8), max(8, h // 8 * 8)
+    else:
+        default_w = default_h = model.spec.native_resolution
+    # None is "the default"; 0 is a size, and validation refuses it
+    return p.with_size(default_w if p.width is None else p.width, default_h if p.height is None else p.height)
 
 
 def _names(field: str, sampler: str, schedule: str) -> ResolvedNames:

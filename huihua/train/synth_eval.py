@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from huihua.assets import EMBEDDED_MODEL_SETTINGS
 from huihua.errors import ParameterError
 from huihua.synth import evaluate as ev
 
@@ -15,9 +16,9 @@ from huihua.synth import evaluate as ev
 class SynthEvalParams:
     """How pictures are made for the benchmark (the defaults are the shipped model's best)."""
 
-    steps: int = 20
-    cfg_scale: float = 5.0
-    sampler: str = "Euler"
+    steps: int = EMBEDDED_MODEL_SETTINGS.steps
+    cfg_scale: float = EMBEDDED_MODEL_SETTINGS.cfg_scale
+    sampler: str = EMBEDDED_MODEL_SETTINGS.sampler_name
     seeds: tuple[int, ...] = (0,)
     limit: int | None = None  # first N prompts per prompt set (per category), None = all
 
