@@ -17,7 +17,7 @@ from huihua.api.generation import (
     size_warning,
     split_generate_kwargs,
 )
-from huihua.api.replay import Replay, model_mismatch, read_replay, replay_from_record
+from huihua.api.replay import Replay, model_mismatch, read_replay, replay_from_record, replay_missing
 from huihua.api.resources import ControlNetCache, controlnet_dirs, hires_hooks, list_controlnets
 from huihua.api.saving import check_output, preview_writer, save_results
 from huihua.model import Model
@@ -62,6 +62,7 @@ __all__ = [
     "read_replay",
     "recommended_settings",
     "replay_from_record",
+    "replay_missing",
     "save_results",
     "size_warning",
     "split_generate_kwargs",

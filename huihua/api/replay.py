@@ -15,7 +15,7 @@ from huihua.imagefile import read_infotext, read_json_params
 from huihua.model import Model
 from huihua.pipelines.infotext import params_from_infotext, replay_params
 from huihua.pipelines.params import GenerationParams
-from huihua.pipelines.types import ReplayRecord
+from huihua.pipelines.types import Mode, ReplayRecord
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,26 @@ def read_replay(path: Path) -> Replay:
     if not text:
         raise HuihuaError(f"{path}: carries no generation parameters")
     return Replay(params_from_infotext(text), 0, None)
+
+
+def replay_missing(record: ReplayRecord | None, init_images: int, mask: bool, controlnet_units: int) -> str | None:
+    """What a replay lacks to paint the picture again (None when nothing): a repainted picture needs its init
+    picture (and mask), a ControlNet picture its units. Checked before the model is loaded."""
+    if record is None:
+        return None
+    if record.mode is Mode.INPAINT and (not init_images or not mask):
+        return ("it was inpainted: give its init picture and mask "
+                "('huihua inpaint --from-png PICTURE -i INIT --mask MASK')")
+    if record.mode is Mode.IMG2IMG and not init_images:
+        return "it was painted by img2img: give its init picture ('huihua img2img --from-png PICTURE -i INIT')"
+    if record.mode is Mode.TXT2IMG and (init_images or mask):
+        return "it was painted from the prompt alone (txt2img): leave out -i/--mask"
+    wanted = len(record.controlnets)
+    if wanted != controlnet_units:
+        names = ", ".join(f"{c.name} [{c.hash}]" for c in record.controlnets) or "none"
+        return (f"it was painted with {wanted} ControlNet unit(s) ({names}), {controlnet_units} given: pass each "
+                "again with --controlnet MODEL:HINT")
+    return None
 
 
 def model_mismatch(record: ReplayRecord | None, model: Model) -> str | None:

@@ -49,6 +49,11 @@ def paint(args: argparse.Namespace, init_images: Sequence[Image.Image] = (), mas
     """Check the output, load the model, paint, save, print the paths written."""
     api.check_output(args.output)
     params, replay = cli_params(args)
+    if replay is not None:
+        missing = api.replay_missing(replay.record, len(init_images), mask is not None,
+                                     len(getattr(args, "controlnet", None) or ()))
+        if missing:
+            raise ParameterError(f"--from-png {args.from_png}: {missing}")
     model = load_model(args)
     warn_model_mismatch(replay, model)
     if replay is None:

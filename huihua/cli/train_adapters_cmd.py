@@ -61,7 +61,7 @@ def _lora(engine: Engine, args: argparse.Namespace, work: Path, log: Callable[[s
     path = save_lora(args.out / f"{LORA_NAME}.safetensors", network, engine,
                      {"huihua.trained_steps": str(cfg.loop.steps)})
     print(f"lora: wrote {path} ({path.stat().st_size} bytes) in {seconds:.0f}s, "
-          f"loss {_mean(losses[:20]):.4f} -> {_mean(losses[-20:]):.4f}")
+          f"{loss_change(losses)}")
     if not args.no_measure:
         effect = lora_effect(engine, LORA_NAME, seeds=(0, 1, 2, 3))
         print(f"lora: pictures with a detected red object {effect.without:.2f} without, {effect.with_lora:.2f} "
@@ -79,7 +79,7 @@ def _controlnet(engine: Engine, args: argparse.Namespace, work: Path, log: Calla
     path = save_controlnet(args.out / f"{CONTROLNET_NAME}.safetensors", net,
                            {"huihua.trained_steps": str(cfg.loop.steps)})
     print(f"controlnet: wrote {path} ({path.stat().st_size} bytes) in {seconds:.0f}s, "
-          f"loss {_mean(losses[:20]):.4f} -> {_mean(losses[-20:]):.4f}")
+          f"{loss_change(losses)}")
     if not args.no_measure:
         effect = controlnet_effect(engine, engine.load_controlnet(path), seeds=(0, 1, 2, 3))
         print(f"controlnet: object within 0.1 of the hint {effect.without:.2f} without, "
@@ -90,3 +90,18 @@ def _controlnet(engine: Engine, args: argparse.Namespace, work: Path, log: Calla
 
 def _mean(values: list[float]) -> float:
     return sum(values) / max(len(values), 1)
+
+
+def loss_change(losses: list[float]) -> str:
+    """The mean loss of the first and the last quarter of the steps (disjoint windows, at most 20 steps each).
+
+    Diffusion losses are noisy step to step (each step draws its own timesteps), so fewer than 8 steps
+    say nothing and are reported as such.
+    """
+    if len(losses) < 8:
+        return f"loss not compared ({len(losses)} steps; 8 or more are needed)"
+    window = min(20, len(losses) // 4)
+    first, last = _mean(losses[:window]), _mean(losses[-window:])
+    change = (last - first) / first * 100 if first else 0.0
+    return (f"mean loss of the first {window} steps {first:.4f} -> last {window} steps {last:.4f} "
+            f"({change:+.0f}%)")
