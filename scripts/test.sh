@@ -7,6 +7,6 @@ bash scripts/setup.sh dev
 py="${HUIHUA_VENV:-$PWD/.venv}/bin/python"
 # Static checks first (seconds): lint with the bug-finding rule sets, then types. The import-layer
 # contract runs inside the suite (tests/test_architecture.py).
-"$py" -m ruff check huihua tests/test_architecture.py
+"$py" -m ruff check huihua tests/test_architecture.py tests/test_front_door.py
 "$py" -m mypy
 exec "$py" -m pytest "$@"
