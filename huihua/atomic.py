@@ -43,6 +43,16 @@ def _umask() -> int:
     return mask
 
 
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the temp files ``save_atomic`` leaves only when killed mid-write; returns what was removed."""
+    removed = []
+    for path in folder.glob(".*.tmp"):
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
 def save_atomic(path: str | os.PathLike[str], overwrite: bool, save: Callable[[BinaryIO], object]) -> Path:
     """Write ``path`` through ``save(handle)`` into a temp file beside it, then move it into place."""
     target = Path(path)

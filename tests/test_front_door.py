@@ -272,3 +272,6 @@ def test_the_readme_snippets_run(tmp_path: Path) -> None:
         argv = [sys.executable, "-m", "huihua", *shlex.split(command)[1:]]
         done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
         assert done.returncode == 0, f"{command}\n{done.stderr[-2000:]}"
+    # The README's first picture is the one it shows (CPU, fp32): pixel for pixel.
+    assert np.array_equal(px(tmp_path / "first.png"), px(ROOT / "docs" / "first.png"))
+    assert np.array_equal(px(tmp_path / "first.png"), px(tmp_path / "again.png"))

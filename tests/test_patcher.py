@@ -173,7 +173,7 @@ def test_folder_networks_activate_apply_and_restore(tmp_path):
     up, down = lora_pair(g, 32, 32)
     save_file(kohya(Q, up, down, alpha=2.0), str(tmp_path / "loras" / "styles" / "Ink.safetensors"))
     save_file({"emb_params": torch.randn(2, 24, generator=g)}, str(tmp_path / "emb" / "fuzzy.safetensors"))
-    networks = FolderNetworks([tmp_path / "loras"], [tmp_path / "emb"])
+    networks = FolderNetworks([tmp_path / "loras"], [tmp_path / "emb"], bundled=False)
     assert [p.name for p in networks.list_loras()] == ["Ink.safetensors"]
     assert [p.name for p in networks.list_embeddings()] == ["fuzzy.safetensors"]
 

@@ -38,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="huihua", description="huihua (绘画): Stable Diffusion in plain PyTorch")
     _debug_option(parser, False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for add in (_generate, _img2img, _inpaint, _grid, _upscale, _pnginfo, _list, _inspect, _train, _train_adapters,
-                _eval):
+    for add in (_generate, _img2img, _inpaint, _grid, _upscale, _pnginfo, _list, _inspect, _serve, _train,
+                _train_adapters, _eval):
         add(sub)
     for command in sub.choices.values():  # --debug also works after the command's name
         _debug_option(command, argparse.SUPPRESS)
@@ -129,6 +129,36 @@ def _inspect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", type=Path, help="a .safetensors/.ckpt file or a diffusers folder")
     p.add_argument("--no-hash", action="store_true", help="skip hashing the file (fast on huge files)")
     p.set_defaults(command_module="inspect_cmd")
+
+
+def _serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="HTTP server: AUTOMATIC1111-compatible API and a durable job queue")
+    p.add_argument("--model", default=None, help="checkpoint file or a name in --models-dir (default: the embedded "
+                   "model)")
+    folders = " (repeatable)"
+    p.add_argument("--models-dir", action="append", type=Path, default=[],
+                   help="folder of checkpoints and upscalers the API may load by name" + folders)
+    p.add_argument("--lora-dir", action="append", type=Path, default=[], help="folder of LoRA files" + folders)
+    p.add_argument("--embedding-dir", action="append", type=Path, default=[],
+                   help="folder of textual-inversion embeddings" + folders)
+    p.add_argument("--controlnet-dir", action="append", type=Path, default=[],
+                   help="folder of ControlNet files" + folders)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860, as A1111)")
+    p.add_argument("--data", type=Path, default=Path("huihua-server"),
+                   help="folder for the queue database and the pictures (default huihua-server)")
+    p.add_argument("--api-auth", default=None, metavar="USER:PASS",
+                   help="HTTP Basic credentials (or HUIHUA_API_AUTH; @FILE reads them from a file)")
+    p.add_argument("--token", default=None, help="bearer token (or HUIHUA_TOKEN; @FILE reads it from a file)")
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="allow a non-loopback bind without authentication (default: refused)")
+    p.add_argument("--cors-allow-origins", action="append", default=[], metavar="ORIGIN",
+                   help="origins allowed cross-site (repeatable; default: none)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="extra Host names the server answers to (repeatable; default: the bound address)")
+    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    p.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on GPU, fp32 on CPU)")
+    p.set_defaults(command_module="serve_cmd")
 
 
 def _train(sub: argparse._SubParsersAction) -> None:

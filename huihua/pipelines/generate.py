@@ -52,7 +52,7 @@ from huihua.pipelines.types import Callbacks, GenerationInputs, GenerationResult
 from huihua.prompts.extra_networks import parse_extra_networks
 
 
-def _total_steps(p: GenerationParams, mode: Mode) -> int:
+def total_steps(p: GenerationParams, mode: Mode) -> int:
     def tail(steps: int, strength: float) -> int:
         return 0 if strength == 0 else int(min(strength, 0.999) * steps) + 1
 
@@ -149,7 +149,7 @@ def _run(job: Job, images: list[Image.Image], mask: Image.Image | None, blur: in
     crop = setup.plan.crop if setup is not None else None
     job.control = prepare_control(units, rp.width, rp.height, crop=crop,
                                   picture_size=setup.originals[0].size if setup is not None else None)
-    job.on_step, bar = _step_hook(_total_steps(p, rp.mode), callback, progress)
+    job.on_step, bar = _step_hook(total_steps(p, rp.mode), callback, progress)
     out, seeds = [], []
     try:
         for it in range(p.n_iter):
@@ -184,4 +184,4 @@ def _batch(job: Job, seeds: list[int], first: int, images: list[Image.Image],
     return finish(setup, decode_to_images(engine, latents, job.tiled_vae), first)
 
 
-__all__ = ["generate"]
+__all__ = ["generate", "total_steps"]
