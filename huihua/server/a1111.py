@@ -162,12 +162,12 @@ async def _generate(request: Request, body: object, img2img: bool) -> JsonDict:
     return {"images": images, "parameters": echo, "info": json.dumps(info)}
 
 
-@router.post("/txt2img")
+@router.post("/txt2img", response_model=None)
 async def txt2img(request: Request, body: Any = Body(default=None)) -> JsonDict:  # noqa: B008
     return await _generate(request, body, img2img=False)
 
 
-@router.post("/img2img")
+@router.post("/img2img", response_model=None)
 async def img2img(request: Request, body: Any = Body(default=None)) -> JsonDict:  # noqa: B008
     return await _generate(request, body, img2img=True)
 
@@ -178,7 +178,7 @@ def _b64_png(image: Image.Image) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-@router.get("/progress")
+@router.get("/progress", response_model=None)
 async def progress(request: Request, skip_current_image: bool = False) -> JsonDict:
     state = _state(request)
     live = state.worker.live
@@ -199,7 +199,7 @@ async def progress(request: Request, skip_current_image: bool = False) -> JsonDi
         "textinfo": f"step {live.step} of {live.total}", "current_task": live.job_id}
 
 
-@router.post("/interrupt")
+@router.post("/interrupt", response_model=None)
 async def interrupt(request: Request) -> JsonDict:
     """Stops the running job queued through these routes (never a native job)."""
     state = _state(request)
@@ -209,7 +209,7 @@ async def interrupt(request: Request) -> JsonDict:
     return {}
 
 
-@router.post("/skip")
+@router.post("/skip", response_model=None)
 async def skip(request: Request) -> JsonDict:
     return await interrupt(request)
 
@@ -225,12 +225,12 @@ def _options(state: ServerState) -> JsonDict:
             "sd_lora": "None", "eta_noise_seed_delta": 0}
 
 
-@router.get("/options")
+@router.get("/options", response_model=None)
 async def get_options(request: Request) -> JsonDict:
     return await asyncio.to_thread(_options, _state(request))
 
 
-@router.post("/options")
+@router.post("/options", response_model=None)
 async def set_options(request: Request, body: Any = Body(default=None)) -> JsonDict:  # noqa: B008
     state = _state(request)
     payload = _payload(body)
@@ -245,25 +245,25 @@ async def set_options(request: Request, body: Any = Body(default=None)) -> JsonD
     return {}
 
 
-@router.get("/sd-models")
+@router.get("/sd-models", response_model=None)
 async def sd_models(request: Request) -> list[JsonDict]:
     entries = await asyncio.to_thread(_state(request).catalog.checkpoints)
     return [{"title": e.title, "model_name": e.name, "hash": e.short_hash, "sha256": e.sha256,
              "filename": e.path.name, "config": None} for e in entries]
 
 
-@router.get("/samplers")
+@router.get("/samplers", response_model=None)
 async def samplers() -> list[JsonDict]:
     return [{"name": n, "aliases": [], "options": {}} for n in list_samplers()]
 
 
-@router.get("/schedulers")
+@router.get("/schedulers", response_model=None)
 async def schedulers() -> list[JsonDict]:
     return [{"name": n.lower().replace(" ", "_"), "label": n, "aliases": None, "default_rho": -1,
              "need_inner_model": False} for n in list_schedules()]
 
 
-@router.get("/upscalers")
+@router.get("/upscalers", response_model=None)
 async def upscalers(request: Request) -> list[JsonDict]:
     entries = await asyncio.to_thread(_state(request).catalog.upscalers)
     fixed: list[JsonDict] = [{"name": "None", "model_name": None, "model_path": None, "model_url": None, "scale": 4},
@@ -273,78 +273,78 @@ async def upscalers(request: Request) -> list[JsonDict]:
                      "scale": 4} for e in entries]
 
 
-@router.get("/latent-upscale-modes")
+@router.get("/latent-upscale-modes", response_model=None)
 async def latent_modes() -> list[JsonDict]:
     return [{"name": n} for n in LATENT_MODES]
 
 
-@router.get("/sd-vae")
+@router.get("/sd-vae", response_model=None)
 async def sd_vae() -> list[JsonDict]:
     return []
 
 
-@router.get("/loras")
+@router.get("/loras", response_model=None)
 async def loras(request: Request) -> list[JsonDict]:
     files = await asyncio.to_thread(_state(request).catalog.networks().list_loras)
     return [{"name": p.stem, "alias": p.stem, "path": p.name, "metadata": {}} for p in files]
 
 
-@router.get("/embeddings")
+@router.get("/embeddings", response_model=None)
 async def embeddings(request: Request) -> JsonDict:
     files = await asyncio.to_thread(_state(request).catalog.networks().list_embeddings)
     return {"loaded": {p.stem: {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None, "shape": 0,
                                 "vectors": 0} for p in files}, "skipped": {}}
 
 
-@router.get("/scripts")
+@router.get("/scripts", response_model=None)
 async def scripts() -> JsonDict:
     return {"txt2img": [], "img2img": []}
 
 
-@router.get("/cmd-flags")
+@router.get("/cmd-flags", response_model=None)
 async def cmd_flags(request: Request) -> JsonDict:
     config = _state(request).config  # nothing secret: no credentials, no paths beyond the folder names
     return {"listen": not config.loopback, "port": config.port, "api": True, "nowebui": True,
             "api_auth": "***" if config.basic_auth else None, "ckpt_dir": None, "lora_dir": None}
 
 
-@router.get("/memory")
+@router.get("/memory", response_model=None)
 async def memory() -> JsonDict:
     page = os.sysconf("SC_PAGE_SIZE")
     total, free = os.sysconf("SC_PHYS_PAGES") * page, os.sysconf("SC_AVPHYS_PAGES") * page
     return {"ram": {"free": free, "used": total - free, "total": total}, "cuda": {"error": "not reported"}}
 
 
-@router.get("/prompt-styles")
+@router.get("/prompt-styles", response_model=None)
 async def prompt_styles() -> list[JsonDict]:
     return []
 
 
-@router.get("/face-restorers")
+@router.get("/face-restorers", response_model=None)
 async def face_restorers() -> list[JsonDict]:
     return []
 
 
-@router.post("/refresh-checkpoints")
-@router.post("/refresh-loras")
-@router.post("/refresh-embeddings")
+@router.post("/refresh-checkpoints", response_model=None)
+@router.post("/refresh-loras", response_model=None)
+@router.post("/refresh-embeddings", response_model=None)
 async def refresh() -> JsonDict:
     return {}  # folders are read on every listing
 
 
-@router.post("/unload-checkpoint")
+@router.post("/unload-checkpoint", response_model=None)
 async def unload_checkpoint(request: Request) -> JsonDict:
     await asyncio.to_thread(_state(request).executor.unload)
     return {}
 
 
-@router.post("/reload-checkpoint")
+@router.post("/reload-checkpoint", response_model=None)
 async def reload_checkpoint(request: Request) -> JsonDict:
     await asyncio.to_thread(_state(request).executor.current)
     return {}
 
 
-@router.post("/png-info")
+@router.post("/png-info", response_model=None)
 async def png_info(request: Request, body: Any = Body(default=None)) -> JsonDict:  # noqa: B008
     state = _state(request)
     payload = _payload(body)
@@ -368,7 +368,7 @@ def _upscale_one(state: ServerState, image: Image.Image, payload: Payload) -> Im
     return upscale(image, load_upscaler(entry.path), scale)
 
 
-@router.post("/extra-single-image")
+@router.post("/extra-single-image", response_model=None)
 async def extra_single_image(request: Request, body: Any = Body(default=None)) -> JsonDict:  # noqa: B008
     state = _state(request)
     payload = _payload(body)
@@ -377,7 +377,7 @@ async def extra_single_image(request: Request, body: Any = Body(default=None)) -
     return {"html_info": "", "image": _b64_png(out)}
 
 
-@router.post("/extra-batch-images")
+@router.post("/extra-batch-images", response_model=None)
 async def extra_batch_images(request: Request, body: Any = Body(default=None)) -> JsonDict:  # noqa: B008
     state = _state(request)
     payload = _payload(body)
@@ -395,18 +395,18 @@ async def extra_batch_images(request: Request, body: Any = Body(default=None)) -
 # --- ControlNet's extension routes -------------------------------------------------------------
 
 
-@controlnet_router.get("/model_list")
+@controlnet_router.get("/model_list", response_model=None)
 async def controlnet_models(request: Request) -> JsonDict:
     files = await asyncio.to_thread(_state(request).catalog.controlnets)
     return {"model_list": [p.stem for p in files]}
 
 
-@controlnet_router.get("/module_list")
+@controlnet_router.get("/module_list", response_model=None)
 async def controlnet_modules() -> JsonDict:
     return {"module_list": list(PREPROCESSORS)}
 
 
-@controlnet_router.post("/detect")
+@controlnet_router.post("/detect", response_model=None)
 async def controlnet_detect(request: Request, body: Any = Body(default=None)) -> JsonDict:  # noqa: B008
     state = _state(request)
     payload = _payload(body)

@@ -39,13 +39,13 @@ def _enqueue(state: ServerState, body: object) -> tuple[int, JsonDict]:
     return 202, {"id": job.id, "status": job.status, "queue_position": state.store.queue_position(job)}
 
 
-@router.post("/jobs", status_code=202)
+@router.post("/jobs", status_code=202, response_model=None)
 async def create_job(request: Request, body: Any = Body(default=None)) -> JSONResponse:  # noqa: B008
     status, out = await asyncio.to_thread(_enqueue, _state(request), body)
     return JSONResponse(out, status_code=status)
 
 
-@router.post("/jobs/batch", status_code=202)
+@router.post("/jobs/batch", status_code=202, response_model=None)
 async def create_jobs(request: Request, body: Any = Body(default=None)) -> JSONResponse:  # noqa: B008
     state = _state(request)
     items = body.get("jobs") if isinstance(body, dict) else body
@@ -69,12 +69,12 @@ def _job_json(state: ServerState, job_id: str) -> JsonDict:
     return job.to_json(state.store.queue_position(job))
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", response_model=None)
 async def get_job(request: Request, job_id: str) -> JsonDict:
     return await asyncio.to_thread(_job_json, _state(request), job_id)
 
 
-@router.get("/jobs")
+@router.get("/jobs", response_model=None)
 async def list_jobs(request: Request, status: str | None = None, limit: int = 50,
                     cursor: int | None = None) -> JsonDict:
     state = _state(request)
@@ -87,7 +87,7 @@ async def list_jobs(request: Request, status: str | None = None, limit: int = 50
     return {"jobs": items, "next_cursor": jobs[-1].seq if len(jobs) == limit else None}
 
 
-@router.post("/jobs/{job_id}/cancel")
+@router.post("/jobs/{job_id}/cancel", response_model=None)
 async def cancel_job(request: Request, job_id: str) -> JsonDict:
     """Cancel exactly this job: a queued one at once, a running one at its next sampler step."""
     state = _state(request)
@@ -102,7 +102,7 @@ async def cancel_job(request: Request, job_id: str) -> JsonDict:
     return {"id": job_id, "status": current.status if current else "deleted"}
 
 
-@router.post("/jobs/{job_id}/retry")
+@router.post("/jobs/{job_id}/retry", response_model=None)
 async def retry_job(request: Request, job_id: str) -> JsonDict:
     state = _state(request)
     if not await asyncio.to_thread(state.store.retry, job_id):
@@ -111,7 +111,7 @@ async def retry_job(request: Request, job_id: str) -> JsonDict:
     return await asyncio.to_thread(_job_json, state, job_id)
 
 
-@router.delete("/jobs/{job_id}")
+@router.delete("/jobs/{job_id}", response_model=None)
 async def delete_job(request: Request, job_id: str) -> JsonDict:
     state = _state(request)
     job = await asyncio.to_thread(state.store.delete, job_id)
@@ -124,13 +124,13 @@ async def delete_job(request: Request, job_id: str) -> JsonDict:
     return {"id": job_id, "deleted": True}
 
 
-@router.post("/queue/pause")
+@router.post("/queue/pause", response_model=None)
 async def pause(request: Request) -> JsonDict:
     _state(request).worker.paused.set()
     return await queue(request)
 
 
-@router.post("/queue/resume")
+@router.post("/queue/resume", response_model=None)
 async def resume(request: Request) -> JsonDict:
     state = _state(request)
     state.worker.paused.clear()
@@ -138,7 +138,7 @@ async def resume(request: Request) -> JsonDict:
     return await queue(request)
 
 
-@router.get("/queue")
+@router.get("/queue", response_model=None)
 async def queue(request: Request) -> JsonDict:
     state = _state(request)
     queued = await asyncio.to_thread(state.store.queued)
@@ -164,7 +164,7 @@ def _last_event_id(request: Request) -> int:
     return int(raw) if raw.isdigit() else 0
 
 
-@router.get("/jobs/{job_id}/events")
+@router.get("/jobs/{job_id}/events", response_model=None)
 async def job_events(request: Request, job_id: str) -> EventSourceResponse:
     state = _state(request)
     if await asyncio.to_thread(state.store.get, job_id) is None and _last_event_id(request) == 0:
@@ -172,18 +172,18 @@ async def job_events(request: Request, job_id: str) -> EventSourceResponse:
     return EventSourceResponse(_events(state, request, job_id, _last_event_id(request)), ping=15)
 
 
-@router.get("/events")
+@router.get("/events", response_model=None)
 async def all_events(request: Request) -> EventSourceResponse:
     return EventSourceResponse(_events(_state(request), request, None, _last_event_id(request)), ping=15)
 
 
-@router.get("/images/{name}")
+@router.get("/images/{name}", response_model=None)
 async def image(request: Request, name: str) -> FileResponse:
     path = await asyncio.to_thread(_state(request).image_path, name)
     return FileResponse(path, media_type="image/png")
 
 
-@router.post("/uploads", status_code=201)
+@router.post("/uploads", status_code=201, response_model=None)
 async def upload(request: Request, body: Any = Body(default=None)) -> JsonDict:  # noqa: B008
     """``{"image": base64}`` → ``{"name": ...}``: decoded, checked, re-encoded as PNG under a new name."""
     state = _state(request)
@@ -193,7 +193,7 @@ async def upload(request: Request, body: Any = Body(default=None)) -> JsonDict: 
     return {"name": name, "width": picture.width, "height": picture.height}
 
 
-@router.get("/health")
+@router.get("/health", response_model=None)
 async def health(request: Request) -> JsonDict:
     state = _state(request)
     entry = state.executor.entry
@@ -202,7 +202,7 @@ async def health(request: Request) -> JsonDict:
             "paused": state.worker.paused.is_set()}
 
 
-@router.get("/models")
+@router.get("/models", response_model=None)
 async def models(request: Request) -> JsonDict:
     state = _state(request)
 

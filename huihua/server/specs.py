@@ -15,7 +15,7 @@ import io
 import re
 import uuid
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_type_hints
 
 from PIL import Image, UnidentifiedImageError
 
@@ -89,13 +89,18 @@ def clean_params(raw: object, limits: Limits, field: str = "params") -> JsonDict
         raw = {}
     if not isinstance(raw, dict):
         raise RequestError(f"{field}: expected an object")
-    names = {f for f in GenerationParams.__dataclass_fields__}
-    aliases = {"sampler": "sampler_name", "schedule": "scheduler", "sampler_index": "sampler_name"}
+    hints = get_type_hints(GenerationParams)
+    aliases = {"sampler": "sampler_name", "schedule": "scheduler"}
     chosen: dict[str, object] = {}
     for key, value in raw.items():
         key = aliases.get(key, key)
-        if key in names and value is not None:
+        if key in hints and value is not None:
             chosen[key] = value
+    if "sampler_name" not in chosen and isinstance(raw.get("sampler_index"), str):  # A1111's old name
+        chosen["sampler_name"] = raw["sampler_index"]
+    for key, value in list(chosen.items()):  # 5 and 5.0 are one CFG scale: keep the field's own type
+        if hints[key] in (float, float | None) and isinstance(value, int) and not isinstance(value, bool):
+            chosen[key] = float(value)
     scheduler = chosen.get("scheduler")
     if isinstance(scheduler, str) and scheduler.lower() == "automatic":
         chosen["scheduler"] = "Automatic"
