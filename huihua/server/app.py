@@ -76,6 +76,8 @@ def create_app(config: ServerConfig, state: ServerState | None = None) -> FastAP
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0] if e.errors() else {}
+        if first.get("type") == "json_invalid":
+            return JSONResponse({"detail": "body: not valid JSON"}, status_code=422)
         where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or "body"
         return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid request')}"}, status_code=422)
 
