@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+JOBS_PER_CLIENT = 4  # 20 clients: 80 small jobs, about a minute of painting on 2 CPU cores
 JOB = {"params": {"prompt": "a red circle", "steps": 8, "sampler_name": "Euler", "cfg_scale": 5.0}}
 
 
@@ -35,6 +36,7 @@ def _port() -> int:
 
 async def client(url: str, until: float, stats: dict[str, list[float] | int], jobs: list[str], seed: int) -> None:
     rng = random.Random(seed)
+    mine = 0
     async with httpx.AsyncClient(base_url=url, timeout=30) as c:
         while time.time() < until:
             action = rng.random()
@@ -45,10 +47,13 @@ async def client(url: str, until: float, stats: dict[str, list[float] | int], jo
                     stats["progress_busy"].append(time.perf_counter() - start)  # type: ignore[union-attr]
             elif action < 0.85:
                 r = await c.get("/api/v1/jobs", params={"limit": 20})
-            else:
+            elif mine < JOBS_PER_CLIENT:
                 r = await c.post("/api/v1/jobs", json={**JOB, "client_id": f"c{seed}"})
                 if r.status_code == 202:
                     jobs.append(r.json()["id"])
+                    mine += 1
+            else:
+                r = await c.get("/api/v1/queue")
             stats["requests"] += 1  # type: ignore[operator]
             if r.status_code >= 500:
                 stats["errors"] += 1  # type: ignore[operator]

@@ -235,7 +235,7 @@ def test_every_option_has_help_and_commands_come_in_order() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert list(sub.choices) == ["generate", "img2img", "inpaint", "grid", "upscale", "png-info", "list", "inspect",
-                                 "train-default", "train-adapters", "eval-synth"]
+                                 "serve", "train-default", "train-adapters", "eval-synth"]
     missing = [(name, a.dest) for name, p in sub.choices.items() for a in p._actions
                if not a.help and not isinstance(a, argparse._HelpAction)]
     assert missing == []

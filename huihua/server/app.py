@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from huihua.atomic import remove_stale_temp_files
 from huihua.errors import HuihuaError
@@ -25,6 +27,9 @@ from huihua.server.worker import Worker
 from huihua.version import __version__
 
 _LOG = logging.getLogger(__name__)
+# The page loads nothing from anywhere but this server.
+_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; frame-ancestors 'none'")
 
 
 def build_state(config: ServerConfig) -> ServerState:
@@ -60,6 +65,12 @@ def create_app(config: ServerConfig, state: ServerState | None = None) -> FastAP
     app.include_router(a1111.router)
     app.include_router(a1111.controlnet_router)
     app.include_router(native.router)
+    web = Path(__file__).with_name("web")
+    app.mount("/static", StaticFiles(directory=web), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(web / "index.html", headers={"content-security-policy": _CSP})
 
     @app.exception_handler(RequestError)
     async def request_error(_: Request, e: RequestError) -> JSONResponse:

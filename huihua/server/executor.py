@@ -117,10 +117,15 @@ class LocalExecutor:
             if job.kind == "upscale":
                 return self._upscale(job, report)
             checkpoint = job.spec.get("checkpoint")
+            previous = self.entry
             if isinstance(checkpoint, str) and checkpoint:
                 self.load(checkpoint)
             model, _ = self.current()
-            return self._generate(job, model, report)
+            try:
+                return self._generate(job, model, report)
+            finally:  # A1111's override_settings_restore_afterwards
+                if job.spec.get("restore_checkpoint") and previous is not None and self.entry != previous:
+                    self.load(previous.name)
 
     def _images(self, job: Job) -> tuple[tuple[Image.Image, ...], Image.Image | None]:
         images = job.spec.get("images") or {}

@@ -174,7 +174,10 @@ async def job_events(request: Request, job_id: str) -> EventSourceResponse:
 
 @router.get("/events", response_model=None)
 async def all_events(request: Request) -> EventSourceResponse:
-    return EventSourceResponse(_events(_state(request), request, None, _last_event_id(request)), ping=15)
+    """Every job's events from now on (or, with ``Last-Event-ID``, from after that event)."""
+    state = _state(request)
+    start = _last_event_id(request) or await asyncio.to_thread(state.store.last_event_id)
+    return EventSourceResponse(_events(state, request, None, start), ping=15)
 
 
 @router.get("/images/{name}", response_model=None)

@@ -283,6 +283,10 @@ class JobStore:
 
     # --- events -----------------------------------------------------------------------------------
 
+    def last_event_id(self) -> int:
+        row = self._db().execute("SELECT MAX(id) FROM events").fetchone()
+        return int(row[0] or 0)
+
     def events_after(self, last_id: int, job_id: str | None = None, limit: int = 500) -> list[Event]:
         sql, args = "SELECT * FROM events WHERE id > ?", list[object]([last_id])
         if job_id is not None:
